@@ -1,0 +1,57 @@
+# tadsr: every command a user or CI needs. `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tadsr-installed
+export TADSR_TIER ?= default
+
+.PHONY: install demo test check-clean check-export lint nbtest pytest lab docs bench clean
+
+$(STAMP): setup.py settings.ini
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: super-resolve the bundled sample photos with the shipped one-step model.
+demo: $(STAMP)
+	$(BIN)/tadsr demo -o outputs
+
+## Every check CI runs, in CI's order; pytest last so its summary is the final line.
+test: $(STAMP) check-clean check-export lint nbtest pytest
+
+check-clean: $(STAMP)
+	@before=$$(git status --porcelain -- nbs | md5sum); \
+	$(BIN)/nbdev_clean >/dev/null; \
+	after=$$(git status --porcelain -- nbs | md5sum); \
+	if [ "$$before" != "$$after" ]; then echo "FAIL: notebooks were not clean (nbdev_clean changed them; commit the cleaned files)"; git status --short -- nbs; exit 1; fi; \
+	echo "notebooks clean"
+
+check-export: $(STAMP)
+	@before=$$(git status --porcelain -- tadsr | md5sum); \
+	$(BIN)/nbdev_export; \
+	after=$$(git status --porcelain -- tadsr | md5sum); \
+	if [ "$$before" != "$$after" ]; then echo "FAIL: tadsr/ is out of sync with the notebooks (nbdev_export changed it)"; git status --short -- tadsr; exit 1; fi; \
+	echo "library in sync with notebooks"
+
+lint: $(STAMP)
+	$(BIN)/ruff check --select F,E9 tadsr nbs
+
+nbtest: $(STAMP)
+	TADSR_TIER=quick $(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: $(STAMP)
+	TADSR_TIER=quick $(BIN)/python -m pytest -q tests
+
+## JupyterLab on the notebooks (widgets work out of the box with ipywidgets 8).
+lab: $(STAMP)
+	$(BIN)/jupyter lab nbs
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_unet.py
+
+clean:
+	rm -rf _proc outputs .pytest_cache

@@ -1,0 +1,25 @@
+"Shared pytest fixtures: where the official ResShift reference tensors live."
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fixtures_path() -> Path:
+    env = os.environ.get("TADSR_FIXTURES")
+    if env:
+        p = Path(env)
+        return p / "resshift" if (p / "resshift").is_dir() else p
+    return ROOT.parent / "shared" / "fixtures" / "resshift"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    "Folder with the official ResShift fixtures; skips the test when it is absent (as on a user's clone)."
+    p = _fixtures_path()
+    if not (p / "schedule.json").is_file():
+        pytest.skip(f"ResShift reference fixtures not found at {p} (set $TADSR_FIXTURES to the folder holding "
+                    "resshift/schedule.json); parity tests need the official-implementation tensors")
+    return p
