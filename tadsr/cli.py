@@ -5,20 +5,20 @@
 # %% auto #0
 __all__ = ['cmd_upscale', 'cmd_demo', 'cmd_train_teacher', 'build_parser', 'main']
 
-# %% ../nbs/14_cli.ipynb #4d4c2339
+# %% ../nbs/14_cli.ipynb #dbb767ea
 import argparse, sys, time, warnings
 from pathlib import Path
 
-# %% ../nbs/14_cli.ipynb #f8f4dd6d
+# %% ../nbs/14_cli.ipynb #ff6e3ad9
 import matplotlib
 
-# %% ../nbs/14_cli.ipynb #e5ff0954
+# %% ../nbs/14_cli.ipynb #277063f2
 from .core import ImageError, atomic_write, load_image, tensor_to_pil, show_images
 from .data import validation_photos, bundled_photos
 from .degradation import bicubic_resize
 from .metrics import psnr_y
 
-# %% ../nbs/14_cli.ipynb #0926f4b1
+# %% ../nbs/14_cli.ipynb #9adda01e
 def _fail(msg: str) -> int:
     print(f"tadsr: error: {msg}", file=sys.stderr)
     return 1
@@ -35,19 +35,22 @@ def cmd_upscale(args) -> int:
         warnings.simplefilter("always")
         net, default_steps = load_model(args.model)
     for w in caught: print(f"tadsr: warning: {w.message}", file=sys.stderr)
-    failed = 0
+    failed, written = 0, {}
     for src in args.inputs:
         try:
+            dst = out / f"{Path(src).stem}.png"
+            if dst.resolve() in written: raise ValueError(f"{dst} was already written from {written[dst.resolve()]}; rename one input")
+            if Path(src).exists() and dst.resolve() == Path(src).resolve(): raise ValueError(f"{dst} would overwrite the input")
             t0 = time.perf_counter()
             img = upscale(src, net, steps=args.steps or default_steps, tile=args.tile or None, seed=args.seed)
-            dst = out / f"{Path(src).stem}.png"
-            _save_png(img, dst)
+            _save_png(img, dst); written[dst.resolve()] = src
             print(f"{src} -> {dst} ({img.width}x{img.height}, {time.perf_counter() - t0:.2f} s)")
         except (ImageError, OSError, ValueError) as e:
-            failed += 1; print(f"tadsr: error: {e}", file=sys.stderr)
+            msg = str(e)
+            failed += 1; print(f"tadsr: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
     return failed
 
-# %% ../nbs/14_cli.ipynb #b7622a4e
+# %% ../nbs/14_cli.ipynb #6f2cb4ce
 def cmd_demo(args) -> int:
     "Super-resolve the held-out sample photos (scikit-learn's china, flower) from their x4 bicubic LR; write figures + table."
     matplotlib.use("Agg")
@@ -74,7 +77,7 @@ def cmd_demo(args) -> int:
     print(table); print(f"figures and images in {out}/")
     return 0
 
-# %% ../nbs/14_cli.ipynb #162748c2
+# %% ../nbs/14_cli.ipynb #2d6b91f7
 def cmd_train_teacher(args) -> int:
     "Train the CPU teacher on the bundled photos plus any --data folders (resumes from OUT/checkpoint.safetensors)."
     from tadsr.teacher import TeacherConfig, TrainConfig, train_teacher, export_weights
@@ -93,7 +96,7 @@ def cmd_train_teacher(args) -> int:
         print(f"exported EMA weights to {args.export}")
     return 0
 
-# %% ../nbs/14_cli.ipynb #67e52544
+# %% ../nbs/14_cli.ipynb #9a0f82f9
 def build_parser() -> argparse.ArgumentParser:
     "The `tadsr` argument parser (sub-commands upscale, demo, train-teacher)."
     p = argparse.ArgumentParser(prog="tadsr", description="One-step diffusion super-resolution (TAD-SR), x4, on CPU or GPU.")
@@ -130,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--export", default=None, help="write the EMA weights to this .safetensors file at the end")
     return p
 
-# %% ../nbs/14_cli.ipynb #7384ec56
+# %% ../nbs/14_cli.ipynb #d2b0cd92
 def main(argv=None) -> int:
     "Entry point of the `tadsr` console script; returns the exit code."
     args = build_parser().parse_args(argv)

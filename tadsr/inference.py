@@ -5,24 +5,26 @@
 # %% auto #0
 __all__ = ['MIN_LR_SIDE', 'load_model', 'pad_to_multiple', 'tile_starts', 'ramp', 'upscale_tensor', 'upscale']
 
-# %% ../nbs/07a_inference.ipynb #d85ad6cc
+# %% ../nbs/07a_inference.ipynb #4e561045
 import warnings
 
-# %% ../nbs/07a_inference.ipynb #b75c3af1
+# %% ../nbs/07a_inference.ipynb #b95ccde2
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-# %% ../nbs/07a_inference.ipynb #e56ff580
+# %% ../nbs/07a_inference.ipynb #70c70b97
 from .core import load_image, tensor_to_pil, load_pretrained, registry, get_device, ImageError
 from .teacher import DiffusionSR, sample_latent
 
-# %% ../nbs/07a_inference.ipynb #592ada94
+# %% ../nbs/07a_inference.ipynb #4bde2b58
 MIN_LR_SIDE = 8
 
 def load_model(model: str = "student", device=None):
     "A registry name ('student', 'teacher') or a .safetensors path -> (DiffusionSR on device, default step count)."
     device = get_device(device)
+    if model in ("student", "teacher") and not registry():
+        raise ValueError("no shipped weights found in tadsr/weights (registry is empty); pass --model PATH to a weights file")
     if model == "student" and "student" not in registry():
         warnings.warn("the distilled one-step student is not shipped yet: running the teacher in ONE step instead "
                       "(same network, no distillation; expect blurrier results than the TAD-SR student)")
@@ -32,7 +34,7 @@ def load_model(model: str = "student", device=None):
         raise ValueError(f"{model}: not a super-resolution model (kind {type(net).__name__})")
     return net.to(device).eval(), getattr(net, "default_steps", None) or (1 if model == "student" else net.T)
 
-# %% ../nbs/07a_inference.ipynb #f3c08f6b
+# %% ../nbs/07a_inference.ipynb #ffb2a86f
 def pad_to_multiple(x, m: int):
     "Reflect-pad (B,C,H,W) at the bottom/right to multiples of `m` (replicate where the image is too small)."
     H, W = x.shape[-2:]
@@ -56,7 +58,7 @@ def ramp(n: int, fade: int, lo: bool, hi: bool):
         if hi: w[n - fade:] = torch.minimum(w[n - fade:], r.flip(0))
     return w
 
-# %% ../nbs/07a_inference.ipynb #63864a1d
+# %% ../nbs/07a_inference.ipynb #28c787d1
 def _run(net: DiffusionSR, lr, noise, steps: int):
     _, zy = net.encode_pair(None, lr)
     return net.latent.decode(sample_latent(net, zy, lr, steps, noise=noise)).clamp(-1, 1)
@@ -72,7 +74,7 @@ def upscale_tensor(net: DiffusionSR, lr, steps: int, tile: int | None = None, ov
     Hp, Wp = lrp.shape[-2:]
     lat = sf / net.latent.factor                                         # latent pixels per LR pixel
     noise = torch.randn(B, net.latent.channels, int(Hp * lat), int(Wp * lat), generator=torch.Generator().manual_seed(seed))
-    tile = max(m, (tile // m) * m) if tile else max(Hp, Wp)
+    tile = max(2 * m, (tile // m) * m) if tile else max(Hp, Wp)     # at least 2 multiples, so tiles can overlap
     if Hp <= tile and Wp <= tile:
         return _run(net, lrp, noise.to(dev), steps)[..., :h * sf, :w * sf].cpu()
     overlap = tile // 4 if overlap is None else overlap
@@ -88,9 +90,9 @@ def upscale_tensor(net: DiffusionSR, lr, steps: int, tile: int | None = None, ov
             wmap = wy[:, None] * wx[None]                                  # (th*sf, tw*sf)
             acc[..., top * sf:(top + th) * sf, left * sf:(left + tw) * sf] += y * wmap
             wsum[..., top * sf:(top + th) * sf, left * sf:(left + tw) * sf] += wmap
-    return (acc / wsum)[..., :h * sf, :w * sf]
+    return acc.div_(wsum)[..., :h * sf, :w * sf]
 
-# %% ../nbs/07a_inference.ipynb #8e03b18a
+# %% ../nbs/07a_inference.ipynb #b1159e57
 def upscale(img, model="student", steps: int | None = None, tile: int | None = 256, seed: int = 0,
             overlap: int | None = None, device=None) -> Image.Image:
     "Super-resolve a PIL image or image path x4 with a shipped model ('student', 'teacher') or a weights path; `tile=None`: one pass."
