@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.tadsr-installed
 export TADSR_TIER ?= default
 
-.PHONY: install demo test check-clean check-export lint nbtest pytest lab docs bench clean
+.PHONY: install demo test check-clean check-export lint nbtest pytest browser lab docs bench clean
 
 $(STAMP): setup.py settings.ini
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,8 +43,19 @@ lint: $(STAMP)
 nbtest: $(STAMP)
 	TADSR_TIER=quick $(BIN)/nbdev_test --n_workers 2 --timing
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	TADSR_TIER=quick $(BIN)/python -m pytest -q tests
+
+## Debian's chromium for the docs browser test (tests/test_docs_browser.py); these machines run as root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt-get) for the docs browser test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "WARNING: could not install chromium: tests/test_docs_browser.py will skip its browser checks"; }
+
+## The docs site, offline and without Quarto: notebooks executed (QUICK tier; TADSR_DOCS_TIER=default for a
+## learner's figures) -> nbdev processing -> mkdocs-material + mkdocs-jupyter -> docs/. Read: python -m http.server -d docs
+docs: $(STAMP)
+	$(BIN)/python scripts/build_docs.py
 
 ## JupyterLab on the notebooks (widgets work out of the box with ipywidgets 8).
 lab: $(STAMP)
@@ -54,4 +65,4 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_unet.py
 
 clean:
-	rm -rf _proc outputs .pytest_cache
+	rm -rf _proc outputs .pytest_cache .cache
