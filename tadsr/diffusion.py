@@ -7,7 +7,7 @@ __all__ = ['SCHEDULE_ARRAYS', 'ScheduleConfig', 'base_sqrt_etas', 'respaced_indi
            'q_mean_variance', 'q_sample', 'prior_sample', 'scale_input', 'posterior_mean_variance', 'p_sample',
            'det_step', 'sample', 'one_step']
 
-# %% ../nbs/04_diffusion.ipynb #24918c23
+# %% ../nbs/04_diffusion.ipynb #be04f5df
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# %% ../nbs/04_diffusion.ipynb #d13e0977
+# %% ../nbs/04_diffusion.ipynb #8b4dfd1b
 @dataclass(frozen=True)
 class ScheduleConfig:
     "Knobs of ResShift's 'exponential' eta schedule (RESSHIFT.md 1.1); presets name the official configs."
@@ -55,7 +55,7 @@ class ScheduleConfig:
         "Face restoration (TAD-SR face teacher): 4 steps, min_noise_level 0.2; TAD-SR's own code uses capped=True."
         return cls(**{**dict(steps=4, kappa=2.0, power=0.3, min_noise_level=0.2, etas_end=0.99), **kw})
 
-# %% ../nbs/04_diffusion.ipynb #4248ade0
+# %% ../nbs/04_diffusion.ipynb #ac01476b
 def base_sqrt_etas(cfg: ScheduleConfig) -> np.ndarray:  # sqrt(eta_t), float64 (T,)
     "The official float64 recipe for sqrt(eta_t), t=0..T-1 (power of a scalar base, RESSHIFT.md 1.1)."
     T, s0 = cfg.steps, cfg.etas_start
@@ -72,7 +72,7 @@ def respaced_indices(T: int,            # original number of steps
     if not 2 <= K <= T: raise ValueError(f"respacing must be an int in [2, {T}]; got {K}")
     return np.array(sorted({int((T / K) * x) for x in range(K)}), dtype=np.int64)
 
-# %% ../nbs/04_diffusion.ipynb #dd3333be
+# %% ../nbs/04_diffusion.ipynb #1f007185
 SCHEDULE_ARRAYS = ("sqrt_etas", "etas", "etas_prev", "alpha", "posterior_variance", "posterior_variance_clipped",
                    "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
                    "weight_loss_mse", "det_k", "det_m", "det_j", "kappa_times_sqrt_etas", "input_norm_std")
@@ -125,7 +125,7 @@ def make_schedule(cfg: ScheduleConfig = ScheduleConfig(),
     "Build the `Schedule` for `cfg` (optionally respaced to `respacing` steps)."
     return Schedule(cfg, respacing)
 
-# %% ../nbs/04_diffusion.ipynb #3c82c60b
+# %% ../nbs/04_diffusion.ipynb #b5ef5f42
 def _batch_t(t: Tensor | int,   # step index: python int or int tensor, () or (B,)
              like: Tensor,      # tensor whose batch size and device to use (B,...)
              T: int,            # number of steps of the schedule
@@ -150,7 +150,7 @@ def extract(arr: Tensor,        # per-step float64 array (T,)
     out = arr.to(like.device)[t].to(like.dtype)                            # gather in float64, then cast
     return out.view(-1, *([1] * (like.ndim - 1)))
 
-# %% ../nbs/04_diffusion.ipynb #ac7d63ca
+# %% ../nbs/04_diffusion.ipynb #b70959c7
 def _randn(like: Tensor, generator: torch.Generator | None = None) -> Tensor:
     "N(0, I) noise shaped like `like` (same RNG stream as `randn_like` when generator is None)."
     return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
@@ -186,7 +186,7 @@ def prior_sample(zy: Tensor,                 # LR latent (B,C,H,W)
     if noise is None: noise = _randn(zy, generator)
     return zy + extract(sched.kappa_times_sqrt_etas, sched.T - 1, zy) * noise
 
-# %% ../nbs/04_diffusion.ipynb #f7c707ff
+# %% ../nbs/04_diffusion.ipynb #cdecf94a
 def scale_input(zt: Tensor,        # noisy latent z_t (B,C,H,W)
                 t: Tensor | int,   # step index (B,) int64 in [0, T)
                 sched: Schedule,
@@ -194,7 +194,7 @@ def scale_input(zt: Tensor,        # noisy latent z_t (B,C,H,W)
     "Network input z_t / sqrt(kappa^2 eta_t + 1), in float32 like the official `_scale_input`."
     return zt / torch.sqrt(extract(sched.etas, t, zt) * sched.kappa ** 2 + 1)
 
-# %% ../nbs/04_diffusion.ipynb #001abe4a
+# %% ../nbs/04_diffusion.ipynb #c60a9691
 def posterior_mean_variance(z0: Tensor,       # clean latent or its estimate x0_hat (B,C,H,W)
                             zt: Tensor,       # current state z_t, unscaled (B,C,H,W)
                             t: Tensor | int,  # step index (B,) int64 in [0, T)
@@ -219,7 +219,7 @@ def p_sample(x0_hat: Tensor,                # network estimate of z0 (B,C,H,W)
     nonzero = (_batch_t(t, zt, sched.T) != 0).to(zt.dtype).view(-1, *([1] * (zt.ndim - 1)))
     return mean + nonzero * torch.exp(0.5 * log_var) * noise
 
-# %% ../nbs/04_diffusion.ipynb #5c067af8
+# %% ../nbs/04_diffusion.ipynb #885e0a6a
 def det_step(x0_hat: Tensor,      # network estimate of z0 (B,C,H,W)
              zt: Tensor,          # current state z_t, unscaled (B,C,H,W)
              zy: Tensor,          # LR latent (B,C,H,W)
@@ -230,7 +230,7 @@ def det_step(x0_hat: Tensor,      # network estimate of z0 (B,C,H,W)
     k, m, j = (extract(a, t, zt) for a in (sched.det_k, sched.det_m, sched.det_j))
     return k * x0_hat + m * zt + j * zy                                    # eq. (3)
 
-# %% ../nbs/04_diffusion.ipynb #c3f1c517
+# %% ../nbs/04_diffusion.ipynb #709cd7fe
 def _call_denoiser(denoise_fn, z, t, sched):
     "x0_hat = denoise_fn(scale_input(z, t), timestep_map[t]) with a shape check."
     x0_hat = denoise_fn(scale_input(z, t, sched), sched.timestep_map.to(z.device)[t])

@@ -7,17 +7,17 @@ __all__ = ['TeacherConfig', 'make_latent', 'precond_coefs', 'DiffusionSR', 'step
            'TrainConfig', 'quantize_8bit', 'make_lr', 'save_checkpoint', 'load_unet_weights', 'ema_weights',
            'center_crop_multiple', 'validate', 'train_teacher', 'build_from_config', 'export_weights']
 
-# %% ../nbs/07_teacher.ipynb #9d74e8e0
+# %% ../nbs/07_teacher.ipynb #43c56084
 import json, math
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
-# %% ../nbs/07_teacher.ipynb #10ecaa63
+# %% ../nbs/07_teacher.ipynb #b451494a
 import numpy as np
 import torch
 import torch.nn as nn
 
-# %% ../nbs/07_teacher.ipynb #9cbffbd7
+# %% ../nbs/07_teacher.ipynb #c07d88b3
 from .core import save_safetensors, load_safetensors, get_device
 from .data import HRCropDataset
 from .degradation import bicubic_down, bicubic_resize
@@ -26,7 +26,7 @@ from .diffusion import ScheduleConfig, make_schedule, extract, q_sample, prior_s
 from .unet import UNetConfig
 from .autoencoder import SpaceToDepth, Identity, VQConfig
 
-# %% ../nbs/07_teacher.ipynb #edc5ca2a
+# %% ../nbs/07_teacher.ipynb #2efc3c03
 @dataclass(frozen=True)
 class TeacherConfig:
     "How to rebuild a ResShift-style SR diffusion model; stored inside every checkpoint."
@@ -62,7 +62,7 @@ class TeacherConfig:
     @classmethod
     def from_dict(cls, d: dict): return cls(**d)
 
-# %% ../nbs/07_teacher.ipynb #091137fe
+# %% ../nbs/07_teacher.ipynb #e6081149
 def make_latent(name: str) -> nn.Module:
     "Build the latent space named in a `TeacherConfig`."
     if name == "s2d": return SpaceToDepth(4)
@@ -71,7 +71,7 @@ def make_latent(name: str) -> nn.Module:
     if name == "vq_face_f8": return VQConfig.official_face_f8().build()
     raise ValueError(f"unknown latent {name!r}; expected 's2d', 'identity', 'vq_f4' or 'vq_face_f8'")
 
-# %% ../nbs/07_teacher.ipynb #65038b0d
+# %% ../nbs/07_teacher.ipynb #9ea8f5f7
 def precond_coefs(sched, t: torch.Tensor, sigma_data: float, like: torch.Tensor):
     "EDM-style (c_skip, c_out, c_in, sigma_t) for the residual u_t = (z_t - z_y)/(1 - eta_t), each (B,1,1,1)."
     eta = extract(sched.etas, t, like).double()
@@ -80,7 +80,7 @@ def precond_coefs(sched, t: torch.Tensor, sigma_data: float, like: torch.Tensor)
     c_skip, c_out, c_in = sd2 / (sd2 + sig**2), sig * sigma_data / (sd2 + sig**2).sqrt(), 1 / (sd2 + sig**2).sqrt()
     return tuple(c.to(like.dtype) for c in (c_skip, c_out, c_in, sig))
 
-# %% ../nbs/07_teacher.ipynb #2745aaad
+# %% ../nbs/07_teacher.ipynb #93cd735f
 class DiffusionSR(nn.Module):
     "A ResShift SR diffusion model: latent space + Swin-UNet + schedule + head."
     def __init__(self, cfg: TeacherConfig):
@@ -121,13 +121,13 @@ class DiffusionSR(nn.Module):
             err = err / precond_coefs(self.sched, t, self.cfg.sigma_data, zt)[1].float() ** 2
         return err.mean(dim=(1, 2, 3))
 
-# %% ../nbs/07_teacher.ipynb #2d28c354
+# %% ../nbs/07_teacher.ipynb #b7ea1940
 def step_indices(T: int, steps: int) -> list:
     "The 0-based steps a `steps`-step sampler visits, from T-1 down (always includes T-1 and, if steps > 1, 0)."
     if not 1 <= steps <= T: raise ValueError(f"steps must be in [1, {T}]; got {steps}")
     return sorted({int(round(x)) for x in np.linspace(0, T - 1, steps)} if steps > 1 else {T - 1}, reverse=True)
 
-# %% ../nbs/07_teacher.ipynb #d3a9646b
+# %% ../nbs/07_teacher.ipynb #79c4937e
 @torch.no_grad()
 def sample_latent(model: DiffusionSR, zy, lq, steps: int | None = None, deterministic: bool = True,
                   noise=None, generator=None, return_trajectory: bool = False):
@@ -150,7 +150,7 @@ def sample_latent(model: DiffusionSR, zy, lq, steps: int | None = None, determin
         z = (1 - j - m) * x0_hat + m * z + j * zy
     return (z, traj) if return_trajectory else z
 
-# %% ../nbs/07_teacher.ipynb #2037c262
+# %% ../nbs/07_teacher.ipynb #c7aa76e7
 @torch.no_grad()
 def super_resolve(model: DiffusionSR, lr, steps: int | None = None, deterministic: bool = True,
                   noise=None, generator=None):
@@ -162,7 +162,7 @@ def super_resolve(model: DiffusionSR, lr, steps: int | None = None, deterministi
     z0 = sample_latent(model, zy, lr, steps, deterministic, noise, generator)
     return model.latent.decode(z0).clamp(-1, 1)
 
-# %% ../nbs/07_teacher.ipynb #4ae68418
+# %% ../nbs/07_teacher.ipynb #16d75b8c
 @dataclass(frozen=True)
 class TrainConfig:
     "Hyper-parameters of a teacher training run (stored in the checkpoint)."
@@ -180,7 +180,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True                # bf16 autocast on CUDA when supported; ignored on CPU
 
-# %% ../nbs/07_teacher.ipynb #e6fdfcb7
+# %% ../nbs/07_teacher.ipynb #dd7fa86a
 def quantize_8bit(x): 
     "Round [-1,1] images to the 256 levels of an 8-bit file (what a user's LR image holds)."
     return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
@@ -189,7 +189,7 @@ def make_lr(hr, sf: int = 4):
     "The training/test degradation of the CPU teacher: antialiased bicubic /sf (Pillow-compatible), 8-bit."
     return quantize_8bit(bicubic_down(hr, sf))
 
-# %% ../nbs/07_teacher.ipynb #27a67b27
+# %% ../nbs/07_teacher.ipynb #b2cff654
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -200,7 +200,7 @@ def _batch(ds, step: int, bs: int):
 def _trainable_state(model: DiffusionSR) -> dict:
     return {k: v for k, v in model.unet.state_dict().items() if not k.endswith(("attn_mask", "relative_position_index"))}
 
-# %% ../nbs/07_teacher.ipynb #4dc15ca9
+# %% ../nbs/07_teacher.ipynb #590fa2cb
 def save_checkpoint(path, model: DiffusionSR, ema: dict, opt, step: int, history: dict, tcfg: TrainConfig):
     "Write model, EMA, optimiser moments, torch RNG, step and history to one safetensors file, atomically."
     tensors = {f"model.{k}": v.detach().float().cpu().contiguous() for k, v in _trainable_state(model).items()}
@@ -213,7 +213,7 @@ def save_checkpoint(path, model: DiffusionSR, ema: dict, opt, step: int, history
                   train=asdict(tcfg), step=step, history=history, param_groups=sd["param_groups"])
     save_safetensors(path, tensors, config)
 
-# %% ../nbs/07_teacher.ipynb #94af3f8b
+# %% ../nbs/07_teacher.ipynb #3e909077
 def _split(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
@@ -239,7 +239,7 @@ def _restore(path, model, ema, opt):
     torch.set_rng_state(tensors["rng.torch"])
     return cfg["step"], cfg["history"]
 
-# %% ../nbs/07_teacher.ipynb #3fa936c6
+# %% ../nbs/07_teacher.ipynb #5adc1caf
 class ema_weights:
     "Context manager: temporarily put the EMA weights into `model.unet` (for validation or export)."
     def __init__(self, model: DiffusionSR, ema: dict): self.model, self.ema = model, ema
@@ -254,7 +254,7 @@ class ema_weights:
         with torch.no_grad():
             for k, v in self.saved.items(): params[k].copy_(v)
 
-# %% ../nbs/07_teacher.ipynb #ada28198
+# %% ../nbs/07_teacher.ipynb #d80f429a
 def center_crop_multiple(x, multiple: int, max_side: int | None = None):
     "Centre-crop (B,C,H,W) so H and W are multiples of `multiple` (and at most `max_side`)."
     H, W = x.shape[-2:]
@@ -277,7 +277,7 @@ def validate(model: DiffusionSR, photos: dict, steps=(1, None), seed: int = 0, m
         out[name] = row
     return out
 
-# %% ../nbs/07_teacher.ipynb #bf58e920
+# %% ../nbs/07_teacher.ipynb #dc181db7
 def train_teacher(cfg: TeacherConfig, tcfg: TrainConfig, sources, out_dir, val_photos: dict | None = None,
                   resume: bool = True, device=None, progress: bool = True, log=print):
     "Train (or resume) a teacher; checkpoints in `out_dir/checkpoint.safetensors`. Returns (model with EMA weights, history)."
@@ -344,7 +344,7 @@ def train_teacher(cfg: TeacherConfig, tcfg: TrainConfig, sources, out_dir, val_p
         for k, v in ema.items(): params[k].copy_(v)
     return model.eval(), history
 
-# %% ../nbs/07_teacher.ipynb #75097a77
+# %% ../nbs/07_teacher.ipynb #569216ff
 def build_from_config(config: dict, tensors: dict) -> DiffusionSR:
     "Registry builder: rebuild a `DiffusionSR` from a weights file written by `export_weights`."
     model = DiffusionSR(TeacherConfig.from_dict(config["teacher"]))
