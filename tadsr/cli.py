@@ -5,20 +5,20 @@
 # %% auto #0
 __all__ = ['cmd_upscale', 'cmd_demo', 'cmd_train_teacher', 'build_parser', 'main']
 
-# %% ../nbs/14_cli.ipynb #dbb767ea
+# %% ../nbs/14_cli.ipynb #1375edbd
 import argparse, sys, time, warnings
 from pathlib import Path
 
-# %% ../nbs/14_cli.ipynb #ff6e3ad9
+# %% ../nbs/14_cli.ipynb #06efa685
 import matplotlib
 
-# %% ../nbs/14_cli.ipynb #277063f2
+# %% ../nbs/14_cli.ipynb #e87612f1
 from .core import ImageError, atomic_write, load_image, tensor_to_pil, show_images
 from .data import validation_photos, bundled_photos
 from .degradation import bicubic_resize
 from .metrics import psnr_y
 
-# %% ../nbs/14_cli.ipynb #9adda01e
+# %% ../nbs/14_cli.ipynb #72d6c5ed
 def _fail(msg: str) -> int:
     print(f"tadsr: error: {msg}", file=sys.stderr)
     return 1
@@ -50,7 +50,7 @@ def cmd_upscale(args) -> int:
             failed += 1; print(f"tadsr: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
     return failed
 
-# %% ../nbs/14_cli.ipynb #6f2cb4ce
+# %% ../nbs/14_cli.ipynb #46944e83
 def cmd_demo(args) -> int:
     "Super-resolve the held-out sample photos (scikit-learn's china, flower) from their x4 bicubic LR; write figures + table."
     matplotlib.use("Agg")
@@ -77,7 +77,7 @@ def cmd_demo(args) -> int:
     print(table); print(f"figures and images in {out}/")
     return 0
 
-# %% ../nbs/14_cli.ipynb #2d6b91f7
+# %% ../nbs/14_cli.ipynb #d020685a
 def cmd_train_teacher(args) -> int:
     "Train the CPU teacher on the bundled photos plus any --data folders (resumes from OUT/checkpoint.safetensors)."
     from tadsr.teacher import TeacherConfig, TrainConfig, train_teacher, export_weights
@@ -86,7 +86,8 @@ def cmd_train_teacher(args) -> int:
         if not Path(d).is_dir(): return _fail(f"{d}: not a folder")
     cfg = TeacherConfig.cpu(kappa=args.kappa, head=args.head)
     tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, warmup=args.warmup,
-                       ema=args.ema, ckpt_every=args.ckpt_every, val_every=args.val_every, seed=args.seed)
+                       ema=args.ema, ckpt_every=args.ckpt_every, val_every=args.val_every, seed=args.seed,
+                       max_side=args.max_side or None)
     val = {k: load_image(v) for k, v in validation_photos().items()}
     t0 = time.perf_counter()
     train_teacher(cfg, tcfg, sources, args.out, val_photos=val, resume=not args.restart, progress=not args.no_progress)
@@ -96,7 +97,7 @@ def cmd_train_teacher(args) -> int:
         print(f"exported EMA weights to {args.export}")
     return 0
 
-# %% ../nbs/14_cli.ipynb #9a0f82f9
+# %% ../nbs/14_cli.ipynb #d4dc5a4b
 def build_parser() -> argparse.ArgumentParser:
     "The `tadsr` argument parser (sub-commands upscale, demo, train-teacher)."
     p = argparse.ArgumentParser(prog="tadsr", description="One-step diffusion super-resolution (TAD-SR), x4, on CPU or GPU.")
@@ -125,15 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=20000); t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--crop", type=int, default=128, help="HR crop side"); t.add_argument("--lr", type=float, default=2e-4)
     t.add_argument("--warmup", type=int, default=500); t.add_argument("--ema", type=float, default=0.999)
-    t.add_argument("--kappa", type=float, default=2.0); t.add_argument("--head", default="precond", choices=["x0", "residual", "precond"])
+    t.add_argument("--kappa", type=float, default=0.5); t.add_argument("--head", default="precond", choices=["x0", "residual", "precond"])
     t.add_argument("--ckpt-every", type=int, default=500); t.add_argument("--val-every", type=int, default=2000)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--max-side", type=int, default=1280, help="shrink larger photos to this longer side (0: keep)")
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--export", default=None, help="write the EMA weights to this .safetensors file at the end")
     return p
 
-# %% ../nbs/14_cli.ipynb #d2b0cd92
+# %% ../nbs/14_cli.ipynb #6e9003b4
 def main(argv=None) -> int:
     "Entry point of the `tadsr` console script; returns the exit code."
     args = build_parser().parse_args(argv)
