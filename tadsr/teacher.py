@@ -7,17 +7,17 @@ __all__ = ['TeacherConfig', 'make_latent', 'precond_coefs', 'DiffusionSR', 'step
            'TrainConfig', 'quantize_8bit', 'make_lr', 'save_checkpoint', 'load_unet_weights', 'ema_weights',
            'center_crop_multiple', 'validate', 'train_teacher', 'build_from_config', 'export_weights']
 
-# %% ../nbs/07_teacher.ipynb #4f6462ec
+# %% ../nbs/07_teacher.ipynb #d3657e7b
 import json, math
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
-# %% ../nbs/07_teacher.ipynb #c923c541
+# %% ../nbs/07_teacher.ipynb #524b23ba
 import numpy as np
 import torch
 import torch.nn as nn
 
-# %% ../nbs/07_teacher.ipynb #4871c6d5
+# %% ../nbs/07_teacher.ipynb #9e7b0261
 from .core import save_safetensors, load_safetensors, get_device
 from .data import HRCropDataset
 from .degradation import bicubic_down, bicubic_resize
@@ -26,7 +26,7 @@ from .diffusion import ScheduleConfig, make_schedule, extract, q_sample, prior_s
 from .unet import UNetConfig
 from .autoencoder import SpaceToDepth, Identity, VQConfig
 
-# %% ../nbs/07_teacher.ipynb #517e3ca3
+# %% ../nbs/07_teacher.ipynb #e8622982
 @dataclass(frozen=True)
 class TeacherConfig:
     "How to rebuild a ResShift-style SR diffusion model; stored inside every checkpoint."
@@ -62,7 +62,7 @@ class TeacherConfig:
     @classmethod
     def from_dict(cls, d: dict): return cls(**d)
 
-# %% ../nbs/07_teacher.ipynb #646e514f
+# %% ../nbs/07_teacher.ipynb #39f4bf5d
 def make_latent(name: str) -> nn.Module:
     "Build the latent space named in a `TeacherConfig`."
     if name == "s2d": return SpaceToDepth(4)
@@ -71,7 +71,7 @@ def make_latent(name: str) -> nn.Module:
     if name == "vq_face_f8": return VQConfig.official_face_f8().build()
     raise ValueError(f"unknown latent {name!r}; expected 's2d', 'identity', 'vq_f4' or 'vq_face_f8'")
 
-# %% ../nbs/07_teacher.ipynb #8bb3198d
+# %% ../nbs/07_teacher.ipynb #26cf17c6
 def precond_coefs(sched, t: torch.Tensor, sigma_data: float, like: torch.Tensor):
     "EDM-style (c_skip, c_out, c_in, sigma_t) for the residual u_t = (z_t - z_y)/(1 - eta_t), each (B,1,1,1)."
     eta = extract(sched.etas, t, like).double()
@@ -80,7 +80,7 @@ def precond_coefs(sched, t: torch.Tensor, sigma_data: float, like: torch.Tensor)
     c_skip, c_out, c_in = sd2 / (sd2 + sig**2), sig * sigma_data / (sd2 + sig**2).sqrt(), 1 / (sd2 + sig**2).sqrt()
     return tuple(c.to(like.dtype) for c in (c_skip, c_out, c_in, sig))
 
-# %% ../nbs/07_teacher.ipynb #f8f35865
+# %% ../nbs/07_teacher.ipynb #5e2dd940
 class DiffusionSR(nn.Module):
     "A ResShift SR diffusion model: latent space + Swin-UNet + schedule + head."
     def __init__(self, cfg: TeacherConfig):
@@ -121,13 +121,13 @@ class DiffusionSR(nn.Module):
             err = err / precond_coefs(self.sched, t, self.cfg.sigma_data, zt)[1].float() ** 2
         return err.mean(dim=(1, 2, 3))
 
-# %% ../nbs/07_teacher.ipynb #9cbbbcd7
+# %% ../nbs/07_teacher.ipynb #91c62b36
 def step_indices(T: int, steps: int) -> list:
     "The 0-based steps a `steps`-step sampler visits, from T-1 down (always includes T-1 and, if steps > 1, 0)."
     if not 1 <= steps <= T: raise ValueError(f"steps must be in [1, {T}]; got {steps}")
     return sorted({int(round(x)) for x in np.linspace(0, T - 1, steps)} if steps > 1 else {T - 1}, reverse=True)
 
-# %% ../nbs/07_teacher.ipynb #21404e5d
+# %% ../nbs/07_teacher.ipynb #45abc879
 @torch.no_grad()
 def sample_latent(model: DiffusionSR, zy, lq, steps: int | None = None, deterministic: bool = True,
                   noise=None, generator=None, return_trajectory: bool = False):
@@ -150,7 +150,7 @@ def sample_latent(model: DiffusionSR, zy, lq, steps: int | None = None, determin
         z = (1 - j - m) * x0_hat + m * z + j * zy
     return (z, traj) if return_trajectory else z
 
-# %% ../nbs/07_teacher.ipynb #978ccba7
+# %% ../nbs/07_teacher.ipynb #20abd516
 @torch.no_grad()
 def super_resolve(model: DiffusionSR, lr, steps: int | None = None, deterministic: bool = True,
                   noise=None, generator=None):
@@ -162,7 +162,7 @@ def super_resolve(model: DiffusionSR, lr, steps: int | None = None, deterministi
     z0 = sample_latent(model, zy, lr, steps, deterministic, noise, generator)
     return model.latent.decode(z0).clamp(-1, 1)
 
-# %% ../nbs/07_teacher.ipynb #f9facf51
+# %% ../nbs/07_teacher.ipynb #2fcb8d12
 @dataclass(frozen=True)
 class TrainConfig:
     "Hyper-parameters of a teacher training run (stored in the checkpoint)."
@@ -181,7 +181,7 @@ class TrainConfig:
     amp: bool = True                # bf16 autocast on CUDA when supported; ignored on CPU
     max_side: int | None = 1280     # shrink larger training photos to this longer side (lesson 01)
 
-# %% ../nbs/07_teacher.ipynb #83bbd2c0
+# %% ../nbs/07_teacher.ipynb #33b3799e
 def quantize_8bit(x): 
     "Round [-1,1] images to the 256 levels of an 8-bit file (what a user's LR image holds)."
     return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
@@ -190,7 +190,7 @@ def make_lr(hr, sf: int = 4):
     "The training/test degradation of the CPU teacher: antialiased bicubic /sf (Pillow-compatible), 8-bit."
     return quantize_8bit(bicubic_down(hr, sf))
 
-# %% ../nbs/07_teacher.ipynb #07071dc8
+# %% ../nbs/07_teacher.ipynb #0631737b
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -201,7 +201,7 @@ def _batch(ds, step: int, bs: int):
 def _trainable_state(model: DiffusionSR) -> dict:
     return {k: v for k, v in model.unet.state_dict().items() if not k.endswith(("attn_mask", "relative_position_index"))}
 
-# %% ../nbs/07_teacher.ipynb #179e47e3
+# %% ../nbs/07_teacher.ipynb #edf1301a
 def save_checkpoint(path, model: DiffusionSR, ema: dict, opt, step: int, history: dict, tcfg: TrainConfig):
     "Write model, EMA, optimiser moments, torch RNG, step and history to one safetensors file, atomically."
     tensors = {f"model.{k}": v.detach().float().cpu().contiguous() for k, v in _trainable_state(model).items()}
@@ -214,7 +214,7 @@ def save_checkpoint(path, model: DiffusionSR, ema: dict, opt, step: int, history
                   train=asdict(tcfg), step=step, history=history, param_groups=sd["param_groups"])
     save_safetensors(path, tensors, config)
 
-# %% ../nbs/07_teacher.ipynb #489220a1
+# %% ../nbs/07_teacher.ipynb #12e165b0
 def _split(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
@@ -240,7 +240,7 @@ def _restore(path, model, ema, opt):
     torch.set_rng_state(tensors["rng.torch"])
     return cfg["step"], cfg["history"]
 
-# %% ../nbs/07_teacher.ipynb #5260c62d
+# %% ../nbs/07_teacher.ipynb #6e44fa37
 class ema_weights:
     "Context manager: temporarily put the EMA weights into `model.unet` (for validation or export)."
     def __init__(self, model: DiffusionSR, ema: dict): self.model, self.ema = model, ema
@@ -255,7 +255,7 @@ class ema_weights:
         with torch.no_grad():
             for k, v in self.saved.items(): params[k].copy_(v)
 
-# %% ../nbs/07_teacher.ipynb #18a0a4e9
+# %% ../nbs/07_teacher.ipynb #b280277b
 def center_crop_multiple(x, multiple: int, max_side: int | None = None):
     "Centre-crop (B,C,H,W) so H and W are multiples of `multiple` (and at most `max_side`)."
     H, W = x.shape[-2:]
@@ -278,7 +278,7 @@ def validate(model: DiffusionSR, photos: dict, steps=(1, None), seed: int = 0, m
         out[name] = row
     return out
 
-# %% ../nbs/07_teacher.ipynb #61d84696
+# %% ../nbs/07_teacher.ipynb #d3eb84d1
 def train_teacher(cfg: TeacherConfig, tcfg: TrainConfig, sources, out_dir, val_photos: dict | None = None,
                   resume: bool = True, device=None, progress: bool = True, log=print):
     "Train (or resume) a teacher; checkpoints in `out_dir/checkpoint.safetensors`. Returns (model with EMA weights, history)."
@@ -346,7 +346,7 @@ def train_teacher(cfg: TeacherConfig, tcfg: TrainConfig, sources, out_dir, val_p
         for k, v in ema.items(): params[k].copy_(v)
     return model.eval(), history
 
-# %% ../nbs/07_teacher.ipynb #1de27b4d
+# %% ../nbs/07_teacher.ipynb #47a4ae0c
 def build_from_config(config: dict, tensors: dict) -> DiffusionSR:
     "Registry builder: rebuild a `DiffusionSR` from a weights file written by `export_weights`."
     model = DiffusionSR(TeacherConfig.from_dict(config["teacher"]))
