@@ -66,6 +66,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_unet.py
+	$(BIN)/python scripts/bench_teacher.py
 
 clean:
 	rm -rf _proc outputs .pytest_cache .cache

@@ -5,20 +5,20 @@
 # %% auto #0
 __all__ = ['cmd_upscale', 'cmd_demo', 'cmd_train_teacher', 'build_parser', 'main']
 
-# %% ../nbs/14_cli.ipynb #1375edbd
+# %% ../nbs/14_cli.ipynb #02532bba
 import argparse, sys, time, warnings
 from pathlib import Path
 
-# %% ../nbs/14_cli.ipynb #06efa685
+# %% ../nbs/14_cli.ipynb #0ccb16ff
 import matplotlib
 
-# %% ../nbs/14_cli.ipynb #e87612f1
+# %% ../nbs/14_cli.ipynb #e811dae3
 from .core import ImageError, atomic_write, load_image, tensor_to_pil, show_images
 from .data import validation_photos, bundled_photos
 from .degradation import bicubic_resize
 from .metrics import psnr_y
 
-# %% ../nbs/14_cli.ipynb #72d6c5ed
+# %% ../nbs/14_cli.ipynb #401239b2
 def _fail(msg: str) -> int:
     print(f"tadsr: error: {msg}", file=sys.stderr)
     return 1
@@ -27,14 +27,20 @@ def _save_png(img, path: Path):
     "Write a PIL image as PNG atomically (temp file + rename): no partial file on failure."
     with atomic_write(path) as f: img.save(f, format="PNG")
 
-def cmd_upscale(args) -> int:
-    "Super-resolve each INPUT into OUTDIR/<stem>.png; returns the number of failed inputs (0 = success)."
-    from tadsr.inference import load_model, upscale
-    out = Path(args.outdir); out.mkdir(parents=True, exist_ok=True)
+def _load_model(name: str):
+    "`tadsr.inference.load_model`, with its warnings printed as one `tadsr: warning:` line each."
+    from tadsr.inference import load_model
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        net, default_steps = load_model(args.model)
-    for w in caught: print(f"tadsr: warning: {w.message}", file=sys.stderr)
+        try: return load_model(name)
+        finally:
+            for w in caught: print(f"tadsr: warning: {w.message}", file=sys.stderr)
+
+def cmd_upscale(args) -> int:
+    "Super-resolve each INPUT into OUTDIR/<stem>.png; returns the number of failed inputs (0 = success)."
+    from tadsr.inference import upscale
+    out = Path(args.outdir); out.mkdir(parents=True, exist_ok=True)
+    net, default_steps = _load_model(args.model)
     failed, written = 0, {}
     for src in args.inputs:
         try:
@@ -50,14 +56,14 @@ def cmd_upscale(args) -> int:
             failed += 1; print(f"tadsr: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
     return failed
 
-# %% ../nbs/14_cli.ipynb #46944e83
+# %% ../nbs/14_cli.ipynb #aa3ff47c
 def cmd_demo(args) -> int:
     "Super-resolve the held-out sample photos (scikit-learn's china, flower) from their x4 bicubic LR; write figures + table."
     matplotlib.use("Agg")
-    from tadsr.inference import load_model, upscale_tensor
+    from tadsr.inference import upscale_tensor
     from tadsr.teacher import make_lr
     out = Path(args.outdir); out.mkdir(parents=True, exist_ok=True)
-    net, steps = load_model(args.model)
+    net, steps = _load_model(args.model)
     rows = ["| photo | LR size | bicubic PSNR-Y (dB) | tadsr PSNR-Y (dB) | time per image (s) |", "|---|---|---|---|---|"]
     for name, pil in validation_photos().items():
         hr = load_image(pil); hr = hr[..., : hr.shape[-2] // 4 * 4, : hr.shape[-1] // 4 * 4]
@@ -77,7 +83,7 @@ def cmd_demo(args) -> int:
     print(table); print(f"figures and images in {out}/")
     return 0
 
-# %% ../nbs/14_cli.ipynb #d020685a
+# %% ../nbs/14_cli.ipynb #5d9bf5ff
 def cmd_train_teacher(args) -> int:
     "Train the CPU teacher on the bundled photos plus any --data folders (resumes from OUT/checkpoint.safetensors)."
     from tadsr.teacher import TeacherConfig, TrainConfig, train_teacher, export_weights
@@ -97,7 +103,7 @@ def cmd_train_teacher(args) -> int:
         print(f"exported EMA weights to {args.export}")
     return 0
 
-# %% ../nbs/14_cli.ipynb #d4dc5a4b
+# %% ../nbs/14_cli.ipynb #6c8e059b
 def build_parser() -> argparse.ArgumentParser:
     "The `tadsr` argument parser (sub-commands upscale, demo, train-teacher)."
     p = argparse.ArgumentParser(prog="tadsr", description="One-step diffusion super-resolution (TAD-SR), x4, on CPU or GPU.")
@@ -135,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--export", default=None, help="write the EMA weights to this .safetensors file at the end")
     return p
 
-# %% ../nbs/14_cli.ipynb #6e9003b4
+# %% ../nbs/14_cli.ipynb #7dc40450
 def main(argv=None) -> int:
     "Entry point of the `tadsr` console script; returns the exit code."
     args = build_parser().parse_args(argv)
