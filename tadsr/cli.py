@@ -5,20 +5,20 @@
 # %% auto #0
 __all__ = ['cmd_upscale', 'cmd_demo', 'cmd_train_teacher', 'build_parser', 'main']
 
-# %% ../nbs/14_cli.ipynb #02532bba
+# %% ../nbs/14_cli.ipynb #191e3c99
 import argparse, sys, time, warnings
 from pathlib import Path
 
-# %% ../nbs/14_cli.ipynb #0ccb16ff
+# %% ../nbs/14_cli.ipynb #700e2177
 import matplotlib
 
-# %% ../nbs/14_cli.ipynb #e811dae3
+# %% ../nbs/14_cli.ipynb #75fff6c7
 from .core import ImageError, atomic_write, load_image, tensor_to_pil, show_images
 from .data import validation_photos, bundled_photos
 from .degradation import bicubic_resize
 from .metrics import psnr_y
 
-# %% ../nbs/14_cli.ipynb #401239b2
+# %% ../nbs/14_cli.ipynb #d8809563
 def _fail(msg: str) -> int:
     print(f"tadsr: error: {msg}", file=sys.stderr)
     return 1
@@ -56,7 +56,7 @@ def cmd_upscale(args) -> int:
             failed += 1; print(f"tadsr: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
     return failed
 
-# %% ../nbs/14_cli.ipynb #aa3ff47c
+# %% ../nbs/14_cli.ipynb #79b87487
 def cmd_demo(args) -> int:
     "Super-resolve the held-out sample photos (scikit-learn's china, flower) from their x4 bicubic LR; write figures + table."
     matplotlib.use("Agg")
@@ -83,7 +83,7 @@ def cmd_demo(args) -> int:
     print(table); print(f"figures and images in {out}/")
     return 0
 
-# %% ../nbs/14_cli.ipynb #5d9bf5ff
+# %% ../nbs/14_cli.ipynb #5ddc3db3
 def cmd_train_teacher(args) -> int:
     "Train the CPU teacher on the bundled photos plus any --data folders (resumes from OUT/checkpoint.safetensors)."
     from tadsr.teacher import TeacherConfig, TrainConfig, train_teacher, export_weights
@@ -103,7 +103,7 @@ def cmd_train_teacher(args) -> int:
         print(f"exported EMA weights to {args.export}")
     return 0
 
-# %% ../nbs/14_cli.ipynb #6c8e059b
+# %% ../nbs/14_cli.ipynb #dd65ba3d
 def build_parser() -> argparse.ArgumentParser:
     "The `tadsr` argument parser (sub-commands upscale, demo, train-teacher)."
     p = argparse.ArgumentParser(prog="tadsr", description="One-step diffusion super-resolution (TAD-SR), x4, on CPU or GPU.")
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--export", default=None, help="write the EMA weights to this .safetensors file at the end")
     return p
 
-# %% ../nbs/14_cli.ipynb #7dc40450
+# %% ../nbs/14_cli.ipynb #615d524b
 def main(argv=None) -> int:
     "Entry point of the `tadsr` console script; returns the exit code."
     args = build_parser().parse_args(argv)

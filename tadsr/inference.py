@@ -5,19 +5,19 @@
 # %% auto #0
 __all__ = ['MIN_LR_SIDE', 'load_model', 'pad_to_multiple', 'tile_starts', 'ramp', 'upscale_tensor', 'upscale']
 
-# %% ../nbs/07a_inference.ipynb #4e561045
+# %% ../nbs/07a_inference.ipynb #63017eec
 import warnings
 
-# %% ../nbs/07a_inference.ipynb #b95ccde2
+# %% ../nbs/07a_inference.ipynb #124665e3
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-# %% ../nbs/07a_inference.ipynb #70c70b97
+# %% ../nbs/07a_inference.ipynb #4100ce71
 from .core import load_image, tensor_to_pil, load_pretrained, registry, get_device, ImageError
 from .teacher import DiffusionSR, sample_latent
 
-# %% ../nbs/07a_inference.ipynb #4bde2b58
+# %% ../nbs/07a_inference.ipynb #7d6641ec
 MIN_LR_SIDE = 8
 
 def load_model(model: str = "student", device=None):
@@ -34,7 +34,7 @@ def load_model(model: str = "student", device=None):
         raise ValueError(f"{model}: not a super-resolution model (kind {type(net).__name__})")
     return net.to(device).eval(), getattr(net, "default_steps", None) or (1 if model == "student" else net.T)
 
-# %% ../nbs/07a_inference.ipynb #ffb2a86f
+# %% ../nbs/07a_inference.ipynb #ee9dc853
 def pad_to_multiple(x, m: int):
     "Reflect-pad (B,C,H,W) at the bottom/right to multiples of `m` (replicate where the image is too small)."
     H, W = x.shape[-2:]
@@ -58,7 +58,7 @@ def ramp(n: int, fade: int, lo: bool, hi: bool):
         if hi: w[n - fade:] = torch.minimum(w[n - fade:], r.flip(0))
     return w
 
-# %% ../nbs/07a_inference.ipynb #28c787d1
+# %% ../nbs/07a_inference.ipynb #946c6a61
 def _run(net: DiffusionSR, lr, noise, steps: int):
     _, zy = net.encode_pair(None, lr)
     return net.latent.decode(sample_latent(net, zy, lr, steps, noise=noise)).clamp(-1, 1)
@@ -92,7 +92,7 @@ def upscale_tensor(net: DiffusionSR, lr, steps: int, tile: int | None = None, ov
             wsum[..., top * sf:(top + th) * sf, left * sf:(left + tw) * sf] += wmap
     return acc.div_(wsum)[..., :h * sf, :w * sf]
 
-# %% ../nbs/07a_inference.ipynb #b1159e57
+# %% ../nbs/07a_inference.ipynb #c8db86cd
 def upscale(img, model="student", steps: int | None = None, tile: int | None = 256, seed: int = 0,
             overlap: int | None = None, device=None) -> Image.Image:
     "Super-resolve a PIL image or image path x4 with a shipped model ('student', 'teacher') or a weights path; `tile=None`: one pass."
