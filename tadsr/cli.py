@@ -5,20 +5,20 @@
 # %% auto #0
 __all__ = ['cmd_upscale', 'cmd_demo', 'cmd_train_teacher', 'build_parser', 'main']
 
-# %% ../nbs/14_cli.ipynb #191e3c99
+# %% ../nbs/14_cli.ipynb #b5e065be
 import argparse, sys, time, warnings
 from pathlib import Path
 
-# %% ../nbs/14_cli.ipynb #700e2177
+# %% ../nbs/14_cli.ipynb #355dfdbb
 import matplotlib
 
-# %% ../nbs/14_cli.ipynb #75fff6c7
+# %% ../nbs/14_cli.ipynb #beac174a
 from .core import ImageError, atomic_write, load_image, tensor_to_pil, show_images
 from .data import validation_photos, bundled_photos
 from .degradation import bicubic_resize
 from .metrics import psnr_y
 
-# %% ../nbs/14_cli.ipynb #d8809563
+# %% ../nbs/14_cli.ipynb #06b8a49c
 def _fail(msg: str) -> int:
     print(f"tadsr: error: {msg}", file=sys.stderr)
     return 1
@@ -56,7 +56,7 @@ def cmd_upscale(args) -> int:
             failed += 1; print(f"tadsr: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
     return failed
 
-# %% ../nbs/14_cli.ipynb #79b87487
+# %% ../nbs/14_cli.ipynb #d1633189
 def cmd_demo(args) -> int:
     "Super-resolve the held-out sample photos (scikit-learn's china, flower) from their x4 bicubic LR; write figures + table."
     matplotlib.use("Agg")
@@ -83,7 +83,7 @@ def cmd_demo(args) -> int:
     print(table); print(f"figures and images in {out}/")
     return 0
 
-# %% ../nbs/14_cli.ipynb #5ddc3db3
+# %% ../nbs/14_cli.ipynb #15a6dbe4
 def cmd_train_teacher(args) -> int:
     "Train the CPU teacher on the bundled photos plus any --data folders (resumes from OUT/checkpoint.safetensors)."
     from tadsr.teacher import TeacherConfig, TrainConfig, train_teacher, export_weights
@@ -96,14 +96,15 @@ def cmd_train_teacher(args) -> int:
                        max_side=args.max_side or None)
     val = {k: load_image(v) for k, v in validation_photos().items()}
     t0 = time.perf_counter()
-    train_teacher(cfg, tcfg, sources, args.out, val_photos=val, resume=not args.restart, progress=not args.no_progress)
+    train_teacher(cfg, tcfg, sources, args.out, val_photos=val, resume=not args.restart, progress=not args.no_progress,
+                  init=args.init)
     print(f"trained to step {tcfg.steps} in {(time.perf_counter() - t0) / 60:.1f} min this run; checkpoint in {args.out}")
     if args.export:
         export_weights(Path(args.out) / "checkpoint.safetensors", args.export, command=" ".join(sys.argv))
         print(f"exported EMA weights to {args.export}")
     return 0
 
-# %% ../nbs/14_cli.ipynb #dd65ba3d
+# %% ../nbs/14_cli.ipynb #9489036b
 def build_parser() -> argparse.ArgumentParser:
     "The `tadsr` argument parser (sub-commands upscale, demo, train-teacher)."
     p = argparse.ArgumentParser(prog="tadsr", description="One-step diffusion super-resolution (TAD-SR), x4, on CPU or GPU.")
@@ -137,11 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-side", type=int, default=1280, help="shrink larger photos to this longer side (0: keep)")
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    t.add_argument("--init", default=None, help="start from these exported weights (e.g. tadsr/weights/teacher.safetensors) "
+                                                "with a fresh optimiser, to continue training a shipped model")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--export", default=None, help="write the EMA weights to this .safetensors file at the end")
     return p
 
-# %% ../nbs/14_cli.ipynb #615d524b
+# %% ../nbs/14_cli.ipynb #719106f0
 def main(argv=None) -> int:
     "Entry point of the `tadsr` console script; returns the exit code."
     args = build_parser().parse_args(argv)

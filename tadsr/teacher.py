@@ -7,17 +7,17 @@ __all__ = ['TeacherConfig', 'make_latent', 'precond_coefs', 'DiffusionSR', 'step
            'TrainConfig', 'quantize_8bit', 'make_lr', 'save_checkpoint', 'load_unet_weights', 'ema_weights',
            'center_crop_multiple', 'validate', 'train_teacher', 'build_from_config', 'export_weights']
 
-# %% ../nbs/07_teacher.ipynb #d3657e7b
+# %% ../nbs/07_teacher.ipynb #5f09c241
 import json, math
 from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
-# %% ../nbs/07_teacher.ipynb #524b23ba
+# %% ../nbs/07_teacher.ipynb #e7fa4775
 import numpy as np
 import torch
 import torch.nn as nn
 
-# %% ../nbs/07_teacher.ipynb #9e7b0261
+# %% ../nbs/07_teacher.ipynb #7d0f251f
 from .core import save_safetensors, load_safetensors, get_device
 from .data import HRCropDataset
 from .degradation import bicubic_down, bicubic_resize
@@ -26,7 +26,7 @@ from .diffusion import ScheduleConfig, make_schedule, extract, q_sample, prior_s
 from .unet import UNetConfig
 from .autoencoder import SpaceToDepth, Identity, VQConfig
 
-# %% ../nbs/07_teacher.ipynb #e8622982
+# %% ../nbs/07_teacher.ipynb #f781b20d
 @dataclass(frozen=True)
 class TeacherConfig:
     "How to rebuild a ResShift-style SR diffusion model; stored inside every checkpoint."
@@ -62,7 +62,7 @@ class TeacherConfig:
     @classmethod
     def from_dict(cls, d: dict): return cls(**d)
 
-# %% ../nbs/07_teacher.ipynb #39f4bf5d
+# %% ../nbs/07_teacher.ipynb #acda997d
 def make_latent(name: str) -> nn.Module:
     "Build the latent space named in a `TeacherConfig`."
     if name == "s2d": return SpaceToDepth(4)
@@ -71,7 +71,7 @@ def make_latent(name: str) -> nn.Module:
     if name == "vq_face_f8": return VQConfig.official_face_f8().build()
     raise ValueError(f"unknown latent {name!r}; expected 's2d', 'identity', 'vq_f4' or 'vq_face_f8'")
 
-# %% ../nbs/07_teacher.ipynb #26cf17c6
+# %% ../nbs/07_teacher.ipynb #440cc848
 def precond_coefs(sched, t: torch.Tensor, sigma_data: float, like: torch.Tensor):
     "EDM-style (c_skip, c_out, c_in, sigma_t) for the residual u_t = (z_t - z_y)/(1 - eta_t), each (B,1,1,1)."
     eta = extract(sched.etas, t, like).double()
@@ -80,7 +80,7 @@ def precond_coefs(sched, t: torch.Tensor, sigma_data: float, like: torch.Tensor)
     c_skip, c_out, c_in = sd2 / (sd2 + sig**2), sig * sigma_data / (sd2 + sig**2).sqrt(), 1 / (sd2 + sig**2).sqrt()
     return tuple(c.to(like.dtype) for c in (c_skip, c_out, c_in, sig))
 
-# %% ../nbs/07_teacher.ipynb #5e2dd940
+# %% ../nbs/07_teacher.ipynb #1f8837e9
 class DiffusionSR(nn.Module):
     "A ResShift SR diffusion model: latent space + Swin-UNet + schedule + head."
     def __init__(self, cfg: TeacherConfig):
@@ -121,13 +121,13 @@ class DiffusionSR(nn.Module):
             err = err / precond_coefs(self.sched, t, self.cfg.sigma_data, zt)[1].float() ** 2
         return err.mean(dim=(1, 2, 3))
 
-# %% ../nbs/07_teacher.ipynb #91c62b36
+# %% ../nbs/07_teacher.ipynb #2619046d
 def step_indices(T: int, steps: int) -> list:
     "The 0-based steps a `steps`-step sampler visits, from T-1 down (always includes T-1 and, if steps > 1, 0)."
     if not 1 <= steps <= T: raise ValueError(f"steps must be in [1, {T}]; got {steps}")
     return sorted({int(round(x)) for x in np.linspace(0, T - 1, steps)} if steps > 1 else {T - 1}, reverse=True)
 
-# %% ../nbs/07_teacher.ipynb #45abc879
+# %% ../nbs/07_teacher.ipynb #c44402f8
 @torch.no_grad()
 def sample_latent(model: DiffusionSR, zy, lq, steps: int | None = None, deterministic: bool = True,
                   noise=None, generator=None, return_trajectory: bool = False):
@@ -150,7 +150,7 @@ def sample_latent(model: DiffusionSR, zy, lq, steps: int | None = None, determin
         z = (1 - j - m) * x0_hat + m * z + j * zy
     return (z, traj) if return_trajectory else z
 
-# %% ../nbs/07_teacher.ipynb #20abd516
+# %% ../nbs/07_teacher.ipynb #f9b181cd
 @torch.no_grad()
 def super_resolve(model: DiffusionSR, lr, steps: int | None = None, deterministic: bool = True,
                   noise=None, generator=None):
@@ -162,7 +162,7 @@ def super_resolve(model: DiffusionSR, lr, steps: int | None = None, deterministi
     z0 = sample_latent(model, zy, lr, steps, deterministic, noise, generator)
     return model.latent.decode(z0).clamp(-1, 1)
 
-# %% ../nbs/07_teacher.ipynb #2fcb8d12
+# %% ../nbs/07_teacher.ipynb #0d46cdf1
 @dataclass(frozen=True)
 class TrainConfig:
     "Hyper-parameters of a teacher training run (stored in the checkpoint)."
@@ -181,7 +181,7 @@ class TrainConfig:
     amp: bool = True                # bf16 autocast on CUDA when supported; ignored on CPU
     max_side: int | None = 1280     # shrink larger training photos to this longer side (lesson 01)
 
-# %% ../nbs/07_teacher.ipynb #33b3799e
+# %% ../nbs/07_teacher.ipynb #089fd63c
 def quantize_8bit(x): 
     "Round [-1,1] images to the 256 levels of an 8-bit file (what a user's LR image holds)."
     return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
@@ -190,7 +190,7 @@ def make_lr(hr, sf: int = 4):
     "The training/test degradation of the CPU teacher: antialiased bicubic /sf (Pillow-compatible), 8-bit."
     return quantize_8bit(bicubic_down(hr, sf))
 
-# %% ../nbs/07_teacher.ipynb #0631737b
+# %% ../nbs/07_teacher.ipynb #7f58a33e
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -201,7 +201,7 @@ def _batch(ds, step: int, bs: int):
 def _trainable_state(model: DiffusionSR) -> dict:
     return {k: v for k, v in model.unet.state_dict().items() if not k.endswith(("attn_mask", "relative_position_index"))}
 
-# %% ../nbs/07_teacher.ipynb #edf1301a
+# %% ../nbs/07_teacher.ipynb #88471ad1
 def save_checkpoint(path, model: DiffusionSR, ema: dict, opt, step: int, history: dict, tcfg: TrainConfig):
     "Write model, EMA, optimiser moments, torch RNG, step and history to one safetensors file, atomically."
     tensors = {f"model.{k}": v.detach().float().cpu().contiguous() for k, v in _trainable_state(model).items()}
@@ -214,7 +214,7 @@ def save_checkpoint(path, model: DiffusionSR, ema: dict, opt, step: int, history
                   train=asdict(tcfg), step=step, history=history, param_groups=sd["param_groups"])
     save_safetensors(path, tensors, config)
 
-# %% ../nbs/07_teacher.ipynb #12e165b0
+# %% ../nbs/07_teacher.ipynb #46a0d1d3
 def _split(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
@@ -240,7 +240,7 @@ def _restore(path, model, ema, opt):
     torch.set_rng_state(tensors["rng.torch"])
     return cfg["step"], cfg["history"]
 
-# %% ../nbs/07_teacher.ipynb #6e44fa37
+# %% ../nbs/07_teacher.ipynb #90671253
 class ema_weights:
     "Context manager: temporarily put the EMA weights into `model.unet` (for validation or export)."
     def __init__(self, model: DiffusionSR, ema: dict): self.model, self.ema = model, ema
@@ -255,7 +255,7 @@ class ema_weights:
         with torch.no_grad():
             for k, v in self.saved.items(): params[k].copy_(v)
 
-# %% ../nbs/07_teacher.ipynb #b280277b
+# %% ../nbs/07_teacher.ipynb #f7bd834a
 def center_crop_multiple(x, multiple: int, max_side: int | None = None):
     "Centre-crop (B,C,H,W) so H and W are multiples of `multiple` (and at most `max_side`)."
     H, W = x.shape[-2:]
@@ -278,9 +278,9 @@ def validate(model: DiffusionSR, photos: dict, steps=(1, None), seed: int = 0, m
         out[name] = row
     return out
 
-# %% ../nbs/07_teacher.ipynb #d3eb84d1
+# %% ../nbs/07_teacher.ipynb #4dfd6f06
 def train_teacher(cfg: TeacherConfig, tcfg: TrainConfig, sources, out_dir, val_photos: dict | None = None,
-                  resume: bool = True, device=None, progress: bool = True, log=print):
+                  resume: bool = True, device=None, progress: bool = True, log=print, init=None):
     "Train (or resume) a teacher; checkpoints in `out_dir/checkpoint.safetensors`. Returns (model with EMA weights, history)."
     from tqdm.auto import tqdm
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
@@ -299,6 +299,13 @@ def train_teacher(cfg: TeacherConfig, tcfg: TrainConfig, sources, out_dir, val_p
     if resume and ckpt.exists():
         step, history = _restore(ckpt, model, ema, opt)
         log(f"resumed from {ckpt} at step {step}")
+    elif init is not None:                                              # continue from exported weights (fresh optimiser)
+        tensors, icfg = load_safetensors(init)
+        if icfg.get("teacher") != cfg.to_dict(): raise ValueError(f"{init}: weights were made with a different TeacherConfig")
+        load_unet_weights(model, tensors)
+        ema = {k: v.detach().clone() for k, v in model.unet.named_parameters()}
+        history["init"] = {"file": str(init), "step": icfg.get("step"), "history": icfg.get("history")}
+        log(f"initialised from {init} (trained {icfg.get('step')} steps)")
     bf16 = device.type == "cuda" and tcfg.amp and torch.cuda.is_bf16_supported()
     T, B, last_ckpt = model.T, tcfg.batch_size, step
     acc, cnt, run = torch.zeros(T), torch.zeros(T), []
@@ -346,7 +353,7 @@ def train_teacher(cfg: TeacherConfig, tcfg: TrainConfig, sources, out_dir, val_p
         for k, v in ema.items(): params[k].copy_(v)
     return model.eval(), history
 
-# %% ../nbs/07_teacher.ipynb #47a4ae0c
+# %% ../nbs/07_teacher.ipynb #f1b57a5d
 def build_from_config(config: dict, tensors: dict) -> DiffusionSR:
     "Registry builder: rebuild a `DiffusionSR` from a weights file written by `export_weights`."
     model = DiffusionSR(TeacherConfig.from_dict(config["teacher"]))

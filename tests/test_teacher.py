@@ -4,6 +4,7 @@ acceptance), NaN stops with the last good checkpoint intact, and bad training da
 Uses the tiny model of tests/tiny_model.py (crop 64 = 4 x lr_multiple 8 x 2) on the scikit-image photos.
 Every training run pins torch to one thread and seeds the global RNG first (see `test_same_seed_same_run`)."""
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -278,3 +279,18 @@ def test_unreadable_image_is_skipped_with_a_warning(tmp_path):
         _, hist = train(tmp_path / "out", tcfg, [d])
     assert len(hist["loss"]) == 2 and all(np.isfinite(h["loss"]) for h in hist["loss"])
     assert load_safetensors(tmp_path / "out" / "checkpoint.safetensors")[1]["step"] == 2
+
+
+def test_init_from_exported_weights_continues_that_model(tmp_path, photos):
+    "`init=` starts a new run from exported weights (fresh optimiser) and records where they came from."
+    from dataclasses import replace
+    from tadsr.teacher import export_weights
+    train(tmp_path / "a", replace(TCFG, steps=3, ckpt_every=3), photos)
+    export_weights(tmp_path / "a" / "checkpoint.safetensors", tmp_path / "a.safetensors")
+    exported, _ = load_safetensors(tmp_path / "a.safetensors")
+    model, hist = train(tmp_path / "b", replace(TCFG, steps=0), photos, init=tmp_path / "a.safetensors")
+    sd = model.unet.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in exported.items())        # starts exactly at the exported weights
+    assert hist["init"]["step"] == 3 and len(hist["init"]["history"]["loss"]) == 3
+    _, hist2 = train(tmp_path / "c", replace(TCFG, steps=2, ckpt_every=1), photos, init=tmp_path / "a.safetensors")
+    assert len(hist2["loss"]) == 2 and all(math.isfinite(h["loss"]) for h in hist2["loss"])
