@@ -23,3 +23,12 @@ def fixtures_dir() -> Path:
         pytest.skip(f"ResShift reference fixtures not found at {p} (set $TADSR_FIXTURES to the folder holding "
                     "resshift/schedule.json); parity tests need the official-implementation tensors")
     return p
+
+
+@pytest.fixture
+def one_thread():
+    "In-process model runs on one torch thread: the 2 CPU cores are shared, and OpenMP contention stalls otherwise."
+    import torch
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

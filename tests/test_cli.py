@@ -23,13 +23,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}                   # the CPU is shar
 pytestmark = pytest.mark.skipif(not TADSR.is_file(), reason=f"console script {TADSR} not installed (pip install -e .)")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    "In-process runs: one torch thread (the CPU is shared; OpenMP contention stalls otherwise)."
-    import torch
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # fixture in conftest.py
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:

@@ -76,12 +76,7 @@ def test_blend_weights_positive_everywhere(L, tile, overlap, sf):
 # ---------------------------------------------------------------------------------------------------------------
 # tiled vs untiled
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    "The CPU is shared with other jobs: one thread avoids OpenMP contention stalls."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # fixture in conftest.py
 
 
 @pytest.fixture(scope="module")
