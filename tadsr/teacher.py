@@ -104,14 +104,25 @@ class DiffusionSR(nn.Module):
         z0 = None if hr is None else self.latent.encode(hr)
         return z0, self.latent.upsample_and_encode(lr, self.cfg.sf)
 
+    def net_input(self, zt, t, zy):
+        "What the UNet sees for z_t: c_in * noisy residual (precond head) or the official z_t/sqrt(kappa^2 eta_t+1) (T9)."
+        if self.cfg.head == "precond":
+            u = (zt - zy) / (1 - extract(self.sched.etas, t, zt))          # noisy residual
+            return precond_coefs(self.sched, t, self.cfg.sigma_data, zt)[2] * u
+        return scale_input(zt, t, self.sched)
+
     def predict_x0(self, zt, t, zy, lq):
         "The clean-latent estimate x0_hat = f(z_t, y, t) for 0-based steps `t` (B,) of this model's schedule."
+        out = self.unet(self.net_input(zt, t, zy), t, lq=lq)
         if self.cfg.head == "precond":
-            c_skip, c_out, c_in, _ = precond_coefs(self.sched, t, self.cfg.sigma_data, zt)
-            u = (zt - zy) / (1 - extract(self.sched.etas, t, zt))          # noisy residual
-            return zy + c_skip * u + c_out * self.unet(c_in * u, t, lq=lq)
-        out = self.unet(scale_input(zt, t, self.sched), t, lq=lq)         # official input scaling (T9)
+            c_skip, c_out, _, _ = precond_coefs(self.sched, t, self.cfg.sigma_data, zt)
+            u = (zt - zy) / (1 - extract(self.sched.etas, t, zt))
+            return zy + c_skip * u + c_out * out
         return out if self.cfg.head == "x0" else zy + out
+
+    def features(self, zt, t, zy, lq) -> list:
+        "The UNet encoder's multi-scale features at (z_t, t) (the time-aware discriminator's input, lesson 10)."
+        return self.unet.encode_features(self.net_input(zt, t, zy), t, lq)
 
     def loss(self, z0, zy, lq, t, noise) -> torch.Tensor:
         "Per-sample training loss (B,): eq. 4 without w_t (x0/residual heads) or the EDM-weighted x0 loss (precond)."
@@ -301,7 +312,11 @@ def train_teacher(cfg: TeacherConfig, tcfg: TrainConfig, sources, out_dir, val_p
         log(f"resumed from {ckpt} at step {step}")
     elif init is not None:                                              # continue from exported weights (fresh optimiser)
         tensors, icfg = load_safetensors(init)
-        if icfg.get("teacher") != cfg.to_dict(): raise ValueError(f"{init}: weights were made with a different TeacherConfig")
+        icfg_t = icfg.get("teacher") or {}
+        if {k: v for k, v in icfg_t.items() if k != "schedule"} != {k: v for k, v in cfg.to_dict().items() if k != "schedule"}:
+            raise ValueError(f"{init}: weights were made with a different network/latent/head (TeacherConfig)")
+        if icfg_t.get("schedule") != cfg.to_dict()["schedule"]:
+            log(f"note: {init} was trained with another schedule ({icfg_t.get('schedule')}); fine-tuning it to this one")
         load_unet_weights(model, tensors)
         ema = {k: v.detach().clone() for k, v in model.unet.named_parameters()}
         history["init"] = {"file": str(init), "step": icfg.get("step"), "history": icfg.get("history")}

@@ -439,6 +439,22 @@ class SwinUNet(nn.Module):
         for blk in self.output_blocks: h = blk(torch.cat([h, hs.pop()], dim=1), emb)   # h first, skip second (T8)
         return self.out(h)
 
+    def encode_features(self, x: Tensor, timesteps: Tensor, lq: Tensor | None = None) -> list:
+        "Multi-scale encoder features (TAD-SR's discriminator input): each Downsample output, the last input block, the middle block."
+        self._check_inputs(x, lq)
+        if timesteps.ndim == 0: timesteps = timesteps.expand(x.shape[0])
+        emb, h = self.time_embed(timesteps), x
+        if self.config.cond_lq:
+            if hasattr(self, "feature_extractor"): lq = self.feature_extractor(lq)
+            h = torch.cat([x, lq.type(x.dtype)], dim=1)
+        feats = []
+        for blk in self.input_blocks:
+            h = blk(h, emb)
+            if isinstance(blk[0], Downsample): feats.append(h)
+        feats.append(h)                                                   # last res-block of the deepest level
+        feats.append(self.middle_block(h, emb))
+        return feats
+
 
 def count_params(model: nn.Module) -> int:  # number of parameter entries (buffers excluded)
     "Count the parameters of a model."
