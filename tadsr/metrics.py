@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-import lpips as _lpips
 
 # %% auto #0
 __all__ = ['LPIPS_BACKBONE_FILES', 'rgb_to_y', 'psnr_y', 'ssim_y', 'lpips_weights_path', 'lpips_available', 'LPIPS', 'hf_energy',
@@ -104,6 +103,7 @@ class LPIPS:
         self.net, self.pnet_rand = net, pnet_rand
         with warnings.catch_warnings():                                       # torchvision 'pretrained=' deprecation
             warnings.simplefilter('ignore', UserWarning)
+            import lpips as _lpips                       # imported here: the metrics above work without the package
             self.model = _lpips.LPIPS(net=net, pnet_rand=pnet_rand, verbose=False).eval().requires_grad_(False)
 
     def __call__(self, a: Tensor,  # (B,3,H,W) in [-1,1]
@@ -146,6 +146,7 @@ def hf_energy_map(x: Tensor,         # (B,3,H,W) in [-1,1]
     y = _luma01(x)
     B, H, W = y.shape
     nh, nw = H // tile, W // tile
+    if nh == 0 or nw == 0: raise ValueError(f"tile={tile} is larger than the image ({H}x{W})")
     y = y[:, :nh * tile, :nw * tile].reshape(B, nh, tile, nw, tile).transpose(2, 3)   # (B,nh,nw,tile,tile)
     return _hf_share(y, cutoff)
 
