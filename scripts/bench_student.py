@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Speed of the shipped one-step student next to the 15-step teacher, side by side in one process (issue #4).
+
+Prints: median wall time of a 64x64 -> 256x256 super-resolution by the 15-step teacher and by the one-step student
+(`tadsr.teacher.super_resolve`, after one warm-up each), their ratio (the limit is 15x: the student runs the same
+network once), the student's time split (z_y = E(bicubic_up(LR)), the UNet, decoding), and the student's output
+megapixels per second on larger inputs (256 -> 1024 in one pass; 512 -> 2048 through `upscale_tensor` with 256 px
+tiles, the CLI path).
+
+Usage: python scripts/bench_student.py [--threads 2] [--repeats 5]
+No assertions: the machine may be shared; the ratio is measured side by side, the absolute times are indicative.
+"""
+import argparse, statistics, time
+
+import torch
+
+
+def med(fn, repeats):
+    fn(); ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2); ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    from tadsr.core import load_pretrained
+    from tadsr.inference import upscale_tensor
+    from tadsr.teacher import super_resolve
+    teacher, student = load_pretrained("teacher").eval(), load_pretrained("student").eval()
+    g = torch.Generator().manual_seed(0)
+    lr = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    with torch.inference_mode():
+        t15 = med(lambda: super_resolve(teacher, lr, 15, generator=torch.Generator().manual_seed(0)), max(1, a.repeats // 2))
+        t1 = med(lambda: super_resolve(student, lr, 1, generator=torch.Generator().manual_seed(0)), a.repeats)
+        _, zy = student.encode_pair(None, lr)
+        t_enc = med(lambda: student.encode_pair(None, lr), a.repeats)
+        t_net = med(lambda: student.predict_x0(zy, torch.full((1,), student.T - 1), zy, lr), a.repeats)
+        t_dec = med(lambda: student.latent.decode(zy).clamp(-1, 1), a.repeats)
+        print(f"torch {torch.__version__}, {a.threads} threads")
+        print(f"64 -> 256: teacher 15 steps {t15 * 1e3:.0f} ms | student 1 step {t1 * 1e3:.1f} ms | speed-up {t15 / t1:.1f}x")
+        print(f"  student split: z_y {t_enc * 1e3:.1f} ms, network {t_net * 1e3:.1f} ms, decode {t_dec * 1e3:.1f} ms")
+        print(f"  student output: {256 * 256 / 1e6 / t1:.2f} MP/s")
+        big = torch.rand(1, 3, 256, 256, generator=g) * 2 - 1
+        tb = med(lambda: super_resolve(student, big, 1, generator=torch.Generator().manual_seed(0)), max(1, a.repeats // 2))
+        print(f"256 -> 1024 one pass: {tb:.2f} s = {1024 * 1024 / 1e6 / tb:.2f} MP/s")
+        huge = torch.rand(1, 3, 512, 512, generator=g) * 2 - 1
+        th = med(lambda: upscale_tensor(student, huge, 1, tile=256, seed=0), 1)
+        print(f"512 -> 2048 tiled (256 px tiles): {th:.2f} s = {2048 * 2048 / 1e6 / th:.2f} MP/s")
+
+
+if __name__ == "__main__":
+    main()
