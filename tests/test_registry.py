@@ -99,3 +99,24 @@ def test_shipped_registry_is_consistent():
     for name, e in reg.items():
         assert set(e) >= {"file", "sha256", "description"}, name
         assert sha256_file(WEIGHTS_DIR / e["file"]) == e["sha256"], f"{name}: sha256 differs from registry.json"
+
+
+def test_shipped_weights_size_budget_and_students():
+    "All shipped weights stay under ~30 MB; shipped students are one-step models of the shipped teacher's network."
+    reg = json.loads((WEIGHTS_DIR / "registry.json").read_text())
+    total = sum((WEIGHTS_DIR / e["file"]).stat().st_size for e in reg.values())
+    assert total <= 30_000_000, f"shipped weights are {total / 1e6:.1f} MB"
+    import warnings
+    from tadsr.core import load_pretrained
+    from tadsr.inference import load_model
+    for name in ("student", "student_vanilla"):
+        if name not in reg: continue
+        net = load_pretrained(name)
+        assert net.default_steps == 1
+        if "teacher" in reg:
+            assert net.cfg == load_pretrained("teacher").cfg          # the same network and schedule as its teacher
+    if "student" in reg:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")                               # no fallback warning once a student ships
+            net, steps = load_model("student")
+        assert steps == 1
