@@ -207,3 +207,16 @@ def test_subcommand_help(cmd, words, capsys):
     text = capsys.readouterr().out
     missing = [w for w in words if w not in text]
     assert not missing, f"`tadsr {cmd} --help` does not mention {missing}"
+
+
+def test_upscale_no_sync_norm_flag(tmp_path):
+    "--no-sync-norm gives the cheaper per-tile result: same size, different pixels from the synced default."
+    from PIL import Image
+    from tiny_model import photo
+    from tadsr.cli import main
+    src = tmp_path / "in.png"; photo(128, 96).save(src)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "a"), "--tile", "64"]) == 0
+    assert main(["upscale", str(src), "-o", str(tmp_path / "b"), "--tile", "64", "--no-sync-norm"]) == 0
+    a, b = Image.open(tmp_path / "a" / "in.png"), Image.open(tmp_path / "b" / "in.png")
+    assert a.size == b.size == (512, 384)
+    assert a.tobytes() != b.tobytes()

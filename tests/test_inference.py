@@ -1,5 +1,6 @@
-"""`tadsr.inference`: tiling helpers, tiled == untiled within 1/255 away from the borders (issue #3), exact 4x sizes,
-and the 'student' -> one-step teacher fallback.
+"""`tadsr.inference`: tiling helpers, tiled == untiled within 1/255 away from the borders (issue #3) with GroupNorm
+statistics synced across tiles (`sync_norm`, `TiledGroupNorm`), exact 4x sizes, and the 'student' -> one-step
+teacher fallback.
 
 The tiling check uses the tiny random model of tests/tiny_model.py with weights of std 0.1, so that the network's
 contribution is visible (several grey levels, asserted) and the check can fail; with std 0.02 the network moves the
@@ -13,9 +14,12 @@ from tiny_model import photo, save_tiny_weights, tiny_model
 import tadsr.inference as inf
 from tadsr.core import registry
 from tadsr.inference import (
+    SYNC_PASSES,
+    TiledGroupNorm,
     load_model,
     pad_to_multiple,
     ramp,
+    tile_grid,
     tile_starts,
     upscale,
     upscale_tensor,
@@ -73,6 +77,51 @@ def test_blend_weights_positive_everywhere(L, tile, overlap, sf):
     assert wsum.min() > 0, wsum.min()
 
 
+@pytest.mark.parametrize("H,W,tile,stride,m", [(96, 128, 96, 64, 32), (200, 296, 64, 40, 8), (96, 128, 32, 24, 8),
+                                                 (64, 64, 64, 48, 8), (160, 96, 64, 8, 8)])
+def test_tile_grid_owned_parts_partition_the_image(H, W, tile, stride, m):
+    "Every LR pixel is owned by exactly one tile, inside that tile; cuts lie on multiples of m (exact at every UNet level)."
+    owned = torch.zeros(H, W, dtype=torch.int)
+    for t in tile_grid(H, W, tile, stride, m):
+        r0, r1, c0, c1 = (round(f * n) for f, n in zip(t.owned, (t.h, t.h, t.w, t.w)))
+        assert 0 <= r0 <= r1 <= t.h and 0 <= c0 <= c1 <= t.w
+        assert all(v % m == 0 for v in (t.top + r0, t.top + r1, t.left + c0, t.left + c1) if v not in (H, W))
+        owned[t.top + r0:t.top + r1, t.left + c0:t.left + c1] += 1
+    assert owned.min() == owned.max() == 1
+
+
+def _two_tiles(module, x, norm):
+    "Run `module` on two overlapping column tiles of x (W=24: 0-16 owns 0-12, 8-24 owns 12-24); owned parts joined."
+    outs = []
+    with norm, torch.no_grad():
+        for i, (a, b, owned) in enumerate([(0, 16, (0., 1., 0., .75)), (8, 24, (0., 1., .25, 1.))]):
+            norm.at(i, owned); outs.append(module(x[..., a:b]))
+    return torch.cat([outs[0][..., :12], outs[1][..., 4:]], -1)
+
+
+def test_tiled_group_norm_matches_whole_image():
+    from tadsr.unet import GroupNorm32
+    torch.manual_seed(0)
+    gn = GroupNorm32(64)
+    with torch.no_grad(): gn.weight.normal_(); gn.bias.normal_()
+    x = torch.randn(2, 64, 16, 24) + torch.linspace(-3, 3, 24)            # the two tiles differ in mean
+    with torch.no_grad(): full = gn(x)
+    norm = TiledGroupNorm(gn, n_tiles=2)
+    first = _two_tiles(gn, x, norm)
+    assert (first[..., :12] - full[..., :12]).abs().max() > 0.1          # tile 0 ran alone: per-tile statistics
+    torch.testing.assert_close(_two_tiles(gn, x, norm), full, atol=1e-4, rtol=0)   # then the whole image's
+    assert "forward" not in vars(gn)
+
+
+def test_tiled_group_norm_unpatches_on_error():
+    net = tiny_model()
+    norm = TiledGroupNorm(net.unet, n_tiles=2)
+    assert len(norm.norms) > 0
+    with pytest.raises(RuntimeError, match="boom"):
+        with norm: raise RuntimeError("boom")
+    assert not any("forward" in vars(m) for m in norm.norms)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # tiled vs untiled
 
@@ -104,43 +153,75 @@ def _seam_mask(H, W, tile, overlap, m=8, sf=4):
     return mask
 
 
-@pytest.mark.parametrize("steps", [1, 15])
-def test_tiled_matches_untiled(net, lr, steps):
+@pytest.mark.parametrize("steps,sync_norm", [(1, True), (4, True), (1, False), (15, False)])   # 15 synced: slow
+def test_tiled_matches_untiled(net, lr, steps, sync_norm):
+    "Both tilings stay within 1/255 with the tiny model (small per-tile GroupNorm error); the shipped models below need sync."
     zero = tiny_model(std=0.0)                                   # the network output is 0: only the skip path
     ref = upscale_tensor(net, lr, steps, tile=None)
     base = upscale_tensor(zero, lr, steps, tile=None)
     effect = ((ref - base).abs() * 127.5).amax()
     assert effect > 5, f"the network moves the output by only {effect:.2f}/255: the tiling check would be vacuous"
-    tiled = upscale_tensor(net, lr, steps, tile=32)              # default overlap: tile // 4 = 8 LR pixels
+    tiled = upscale_tensor(net, lr, steps, tile=32, sync_norm=sync_norm)   # default overlap: tile // 4 = 8 LR px
     assert tiled.shape == ref.shape == (1, 3, 384, 512)
     d = ((tiled - ref).abs() * 127.5).amax(1)[0]                # (384,512), in [0,255] grey levels
     inner = torch.zeros_like(d, dtype=torch.bool); inner[BORDER:-BORDER, BORDER:-BORDER] = True
     seam = _seam_mask(96, 128, 32, 8)
-    print(f"\nsteps {steps}: network effect max {effect:.2f}/255; tiled vs untiled max |diff| (grey levels): "
+    print(f"\nsteps {steps}, sync_norm {sync_norm}: network effect max {effect:.2f}/255; tiled vs untiled max |diff| (grey levels): "
           f"whole image {d.max():.3f}, interior {d[inner].max():.3f}, seams {d[seam & inner].max():.3f}, "
           f"inside tiles {d[~seam & inner].max():.3f}, mean {d.mean():.4f}")
     assert d[inner].max() <= 1.0, f"tiled result differs by {d[inner].max():.3f}/255 away from the borders"
 
 
-@pytest.mark.skipif("teacher" not in registry(), reason="no 'teacher' in tadsr/weights/registry.json yet")
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known gap of issue #3: with the TRAINED CPU teacher, tile 96 on a 96x128 LR differs from the one-pass result by "
-    "up to ~2.7/255 (1 step) and ~7/255 (15 steps) in the interior (mean 0.1-0.2/255), and a larger overlap does not "
-    "help: GroupNorm statistics are computed per tile. Needs global GroupNorm statistics (two-pass tiling) or larger tiles"))
-def test_tiled_matches_untiled_shipped_teacher(lr):
-    """The same check with the trained CPU teacher (lr_multiple 32: tile 96, default overlap 24 -> stride 64, 2 tiles).
+def _interior_diff(a, b):
+    "max over channels of |a - b| in grey levels, without BORDER HR pixels at the image border: (H-2B, W-2B)."
+    return ((a - b).abs() * 127.5).amax(1)[0, BORDER:-BORDER, BORDER:-BORDER]
 
-    Tile 96, not 64: with the CPU preset at its default random init (network effect ~30 grey levels) tile 64 gave
-    1.33/255 (inside tiles as much as at seams: GroupNorm statistics are per tile), tile 96 gave 0.38/255."""
-    net, steps = load_model("teacher")
+
+@pytest.mark.parametrize("name,steps", [("teacher", 1), ("teacher", None), ("student", 1)])
+def test_tiled_matches_untiled_shipped(lr, name, steps):
+    """Issue #3 with the TRAINED models (lr_multiple 32: tile 96, default overlap 24 -> stride 64, 2 tiles).
+
+    Per-tile GroupNorm statistics (sync_norm=False) differ from the one pass by 2.5-12/255 inside the tiles, and more
+    overlap does not help; synced statistics (sync_norm=True: SYNC_PASSES calibration passes per step, twice that at
+    the first) stay within 1/255. At 1 step the per-tile result is checked to fail, so the test cannot pass vacuously."""
+    if name not in registry(): pytest.skip(f"no '{name}' in tadsr/weights/registry.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net, default_steps = load_model(name)
+    steps = steps or default_steps
     ref = upscale_tensor(net, lr, steps, tile=None)
-    tiled = upscale_tensor(net, lr, steps, tile=96)
-    d = ((tiled - ref).abs() * 127.5).amax(1)[0]
-    inner = torch.zeros_like(d, dtype=torch.bool); inner[BORDER:-BORDER, BORDER:-BORDER] = True
-    seam = _seam_mask(96, 128, 96, 24, m=net.lr_multiple)
-    print(f"\nshipped teacher, {steps} steps: tiled vs untiled max |diff| (grey levels): whole {d.max():.3f}, "
-          f"interior {d[inner].max():.3f}, seams {d[seam & inner].max():.3f}, inside tiles {d[~seam & inner].max():.3f}")
-    assert d[inner].max() <= 1.0
+    d = _interior_diff(upscale_tensor(net, lr, steps, tile=96), ref)
+    seam = _seam_mask(96, 128, 96, 24, m=net.lr_multiple)[BORDER:-BORDER, BORDER:-BORDER]
+    msg = (f"shipped {name}, {steps} steps, sync_norm=True: tiled vs untiled max |diff| (grey levels): "
+           f"{d.max():.3f} (seams {d[seam].max():.3f}, inside tiles {d[~seam].max():.3f}), mean {d.mean():.4f}")
+    if steps == 1:
+        per_tile = _interior_diff(upscale_tensor(net, lr, steps, tile=96, sync_norm=False), ref).max()
+        msg += f"; per-tile statistics (sync_norm=False): {per_tile:.3f}"
+        assert per_tile > 1.0, "per-tile GroupNorm no longer breaks the 1/255 bound: this check has become vacuous"
+    print("\n" + msg)
+    assert d.max() <= 1.0, msg
+
+
+def test_sync_norm_cost_model(lr):
+    "UNet forwards of a synced tiled run: K tiles x (2p + 1 + (S-1)(p+1)) for p passes per step, S steps; K x S without."
+    net, calls = tiny_model(), [0]
+    hook = net.unet.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    small = lr[..., :32, :48]                                   # tile 32, stride 24 on 32x48: 2 tiles
+    try:
+        for steps, sync, p in [(1, False, 0), (3, False, 0), (1, True, SYNC_PASSES), (3, 1, 1), (3, 3, 3)]:
+            calls[0] = 0
+            upscale_tensor(net, small, steps, tile=32, sync_norm=sync)
+            assert calls[0] == 2 * (steps if not p else 2 * p + 1 + (steps - 1) * (p + 1)), (steps, sync, calls[0])
+    finally: hook.remove()
+
+
+def test_sync_norm_deterministic_and_checked(lr):
+    net, small = tiny_model(std=0.1), lr[..., :32, :48]
+    a, b = (upscale_tensor(net, small, 2, tile=32, seed=5) for _ in range(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, upscale_tensor(net, small, 2, tile=32, seed=5, sync_norm=False))
+    assert torch.equal(upscale_tensor(net, small, 2, tile=64, sync_norm=False), upscale_tensor(net, small, 2, tile=64))
+    with pytest.raises(ValueError, match="sync_norm"): upscale_tensor(net, small, 1, tile=32, sync_norm=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
