@@ -7,7 +7,8 @@ STAMP := $(VENV)/.tadsr-installed
 export TADSR_TIER ?= default
 # OpenMP threads sleep instead of spinning while they wait: on 2 shared cores, spinning torch threads slowed a
 # training run 10x when other jobs (tests, notebooks) ran beside it. Measured in the teacher notes (07_teacher).
-export OMP_WAIT_POLICY ?= PASSIVE
+OMP_WAIT_POLICY := $(or $(OMP_WAIT_POLICY),PASSIVE)
+export OMP_WAIT_POLICY
 
 .PHONY: install demo test check-clean check-export lint nbtest pytest browser lab docs bench clean
 
