@@ -45,7 +45,7 @@ class DistillConfig:
     distill: str = "hsd"              # "none" | "sds" | "hsd"
     disc: str = "time"                # "none" | "plain" | "time"
     t_high: int = 3                   # HSD/SDS t' uniform in {0 .. t_high-1}
-    noise_dist: str = "gaussian"      # re-noising noise; "uniform_legacy" = the released code (spec §8.1)
+    noise_dist: str = "gaussian"      # re-noising noise of HSD/SDS and D; "uniform_legacy" = the released code (spec §8.1)
     double_scale_legacy: bool = False # the released code's double input scaling in HSD/SDS (spec §8.2)
     teacher_steps: int | None = None  # steps of the teacher target chain (None: all T)
     target_pool: int = 0              # > 0: a fixed pool of (crop, noise) items whose teacher targets are cached
@@ -141,7 +141,7 @@ def _draws(step: int, dcfg: DistillConfig, T: int, shape_z: tuple, rank: int, wo
     full = (B,) + tuple(shape_z[1:])
     d = {"eps": torch.randn(full, generator=g)}
     d["t_d"] = sample_t_disc(B, T, generator=g)
-    d["n_d"] = torch.randn(full, generator=g)
+    d["n_d"] = renoise_noise(torch.empty(full), generator=g, noise_dist=dcfg.noise_dist)   # D's noise (legacy: uniform too)
     d["t_s"] = sample_tprime(B, T, generator=g, t_high=dcfg.t_high)
     d["n_s"] = renoise_noise(torch.empty(full), generator=g, noise_dist=dcfg.noise_dist)
     return {k: v[sl] for k, v in d.items()}

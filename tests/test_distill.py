@@ -148,3 +148,15 @@ def test_cli_distill_runs_as_module_and_rejects_bad_teacher(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, r.stderr
     assert r.stderr.startswith("tadsr: error:") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_draws_follow_noise_dist_and_split_by_rank():
+    "D's and HSD's re-noising noise follow `noise_dist`; two ranks' draws are the halves of one process's draws."
+    from tadsr.distill import _draws
+    shape = (4, 48, 8, 8)
+    leg = _draws(3, _cfg(noise_dist="uniform_legacy"), 15, shape, 0, 1)
+    assert leg["n_d"].min() >= 0 and leg["n_d"].max() < 1 and leg["n_s"].min() >= 0
+    full = _draws(3, _cfg(), 15, shape, 0, 1)
+    assert full["n_d"].min() < 0 and set(full["t_s"].tolist()) <= {0, 1, 2} and full["t_d"].max() <= 13
+    halves = [_draws(3, _cfg(), 15, shape, r, 2) for r in (0, 1)]
+    for k, v in full.items(): assert torch.equal(torch.cat([h[k] for h in halves]), v), k
