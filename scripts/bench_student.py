@@ -10,16 +10,15 @@ tiles, the CLI path).
 Usage: python scripts/bench_student.py [--threads 2] [--repeats 5]
 No assertions: the machine may be shared; the ratio is measured side by side, the absolute times are indicative.
 """
-import argparse, statistics, time
+import argparse
 
 import torch
 
 
 def med(fn, repeats):
-    fn(); ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    "Median seconds of `repeats` timed calls after one warm-up (tadsr.metrics.time_it)."
+    from tadsr.metrics import time_it
+    return time_it(fn, repeats=repeats, warmup=1)["median_ms"] / 1e3
 
 
 def main():
