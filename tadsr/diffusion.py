@@ -130,16 +130,27 @@ def _batch_t(t: Tensor | int,   # step index: python int or int tensor, () or (B
              like: Tensor,      # tensor whose batch size and device to use (B,...)
              T: int,            # number of steps of the schedule
             ) -> Tensor:        # validated int64 (B,) on like.device
-    "Validate a step index and broadcast it to the batch of `like`."
+    "Validate a step index and broadcast it to the batch of `like` (no host-device synchronisation on accelerators)."
+    if isinstance(t, int) and not isinstance(t, bool):                  # checked on the host, then filled on the device
+        if not 0 <= t < T: raise ValueError(f"t must be in [0, {T}); got {t}. 1-based steps?")
+        return torch.full((like.shape[0],), t, dtype=torch.long, device=like.device)
     t = torch.as_tensor(t, device=like.device)
     if t.dtype.is_floating_point or t.dtype == torch.bool:
         raise TypeError(f"t must be an integer step index (int64); got dtype {t.dtype}")
     if t.ndim == 0: t = t.expand(like.shape[0])
     if t.ndim != 1 or t.shape[0] != like.shape[0]:
         raise ValueError(f"t must have shape () or ({like.shape[0]},) to match the batch; got {tuple(t.shape)}")
-    lo, hi = int(t.min()), int(t.max())
-    if lo < 0 or hi >= T: raise ValueError(f"t must be in [0, {T}); got {hi if hi >= T else lo}. 1-based steps?")
+    if t.device.type == "cpu":        # on a GPU reading t would wait for the device; `index_select` refuses bad steps there
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= T: raise ValueError(f"t must be in [0, {T}); got {hi if hi >= T else lo}. 1-based steps?")
     return t.long()
+
+def _on_device(arr: Tensor, device: torch.device) -> Tensor:
+    "`arr` on `device`, copied once and kept on the tensor (a copy per call would synchronise a GPU every time)."
+    if arr.device == device: return arr
+    cache = arr.__dict__.setdefault("_tadsr_copies", {})
+    if device not in cache: cache[device] = arr.to(device)
+    return cache[device]
 
 def extract(arr: Tensor,        # per-step float64 array (T,)
             t: Tensor | int,    # step index (B,) int64 (or a python int for the whole batch), in [0, T)
@@ -147,7 +158,7 @@ def extract(arr: Tensor,        # per-step float64 array (T,)
            ) -> Tensor:         # arr[t] in like.dtype, shape (B,1,1,1) (as many 1s as like.ndim-1)
     "Gather `arr[t]` per sample in float64, then cast to `like`'s dtype/device for broadcasting."
     t = _batch_t(t, like, len(arr))
-    out = arr.to(like.device)[t].to(like.dtype)                            # gather in float64, then cast
+    out = _on_device(arr, like.device).index_select(0, t).to(like.dtype)   # gather in float64, then cast
     return out.view(-1, *([1] * (like.ndim - 1)))
 
 # %% ../nbs/04_diffusion.ipynb #b70959c7
@@ -233,7 +244,7 @@ def det_step(x0_hat: Tensor,      # network estimate of z0 (B,C,H,W)
 # %% ../nbs/04_diffusion.ipynb #709cd7fe
 def _call_denoiser(denoise_fn, z, t, sched):
     "x0_hat = denoise_fn(scale_input(z, t), timestep_map[t]) with a shape check."
-    x0_hat = denoise_fn(scale_input(z, t, sched), sched.timestep_map.to(z.device)[t])
+    x0_hat = denoise_fn(scale_input(z, t, sched), _on_device(sched.timestep_map, z.device).index_select(0, _batch_t(t, z, sched.T)))
     if x0_hat.shape != z.shape:
         raise ValueError(f"denoise_fn must return x0_hat shaped like z_t {tuple(z.shape)}; got {tuple(x0_hat.shape)}")
     return x0_hat

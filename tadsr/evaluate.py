@@ -26,7 +26,7 @@ __all__ = ['SF', 'SHIPPED', 'NOT_SHIPPED', 'METRICS', 'COLUMNS', 'ABLATION_PATH'
 from .core import ImageError, WEIGHTS_DIR, get_device, load_image, load_pretrained, registry, show_images, zoom_crop
 from .data import find_images, validation_photos
 from .degradation import bicubic_resize
-from .inference import MIN_LR_SIDE, upscale_tensor
+from .inference import MIN_LR_SIDE, DEFAULT_TILE, upscale_tensor
 from .metrics import LPIPS, Timer, hf_energy, hf_energy_map, lpips_available, lpips_weights_path, psnr_y, ssim_y
 from .teacher import DiffusionSR, center_crop_multiple, make_lr
 
@@ -126,7 +126,7 @@ def bicubic_method() -> Method:
 def model_method(net: DiffusionSR,          # a loaded model (teacher or student)
                  steps: int | None = None,  # K; None: the model's `default_steps` (students: 1) or T
                  name: str | None = None,   # default 'model-K'
-                 tile: int | None = 256,    # LR tile side for large images (None: one pass)
+                 tile: int | None = DEFAULT_TILE,    # LR tile side for large images (None: one pass)
                 ) -> Method:
     "A diffusion model run with K deterministic steps (eq. 3) from seed-`seed` noise, any image size."
     steps = steps or getattr(net, "default_steps", None) or net.T
@@ -146,7 +146,7 @@ def _load_net(name: str, device=None) -> DiffusionSR:
 
 def shipped_methods(name: str,                  # 'teacher', 'student_vanilla', 'student' or a .safetensors path
                     steps=(None,),              # step counts K (None: the model's default)
-                    tile: int | None = 256,
+                    tile: int | None = DEFAULT_TILE,
                     device=None,
                     _nets: dict | None = None,  # cache {name: net}, so one model serves several K
                    ) -> list[Method]:
@@ -165,7 +165,7 @@ def shipped_methods(name: str,                  # 'teacher', 'student_vanilla', 
 
 def default_methods(teacher_steps=(15, 4, 2, 1),   # K for the teacher
                     include_students: bool = True, # add 'vanilla-1' and 'TAD-SR-1' (available or not)
-                    tile: int | None = 256, device=None) -> list[Method]:
+                    tile: int | None = DEFAULT_TILE, device=None) -> list[Method]:
     "bicubic, the teacher at each K, then the vanilla and TAD-SR students."
     out, nets = [bicubic_method()], {}
     out += shipped_methods("teacher", teacher_steps, tile, device, nets)
@@ -182,7 +182,7 @@ def _split_steps(token: str) -> tuple[str, int | None]:
 
 def parse_models(spec: str,                          # comma-separated, e.g. 'bicubic,teacher,teacher:4,student'
                  teacher_steps=(15, 4, 2, 1),        # K for a bare 'teacher'
-                 tile: int | None = 256, device=None) -> list[Method]:
+                 tile: int | None = DEFAULT_TILE, device=None) -> list[Method]:
     "Methods from a `--models` string (duplicates dropped; order kept)."
     out, nets = [], {}
     for token in [t.strip() for t in spec.split(",") if t.strip()]:

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['TeacherConfig', 'make_latent', 'precond_coefs', 'DiffusionSR', 'step_indices', 'sample_latent', 'super_resolve',
            'TrainConfig', 'quantize_8bit', 'make_lr', 'save_checkpoint', 'load_unet_weights', 'ema_weights',
-           'center_crop_multiple', 'validate', 'train_teacher', 'build_from_config', 'export_weights']
+           'center_crop_multiple', 'validate', 'train_teacher', 'build_from_config', 'export_weights',
+           'denoising_profile']
 
 # %% ../nbs/07_teacher.ipynb #5f09c241
 import json, math
@@ -141,20 +142,21 @@ def step_indices(T: int, steps: int) -> list:
 # %% ../nbs/07_teacher.ipynb #c44402f8
 @torch.no_grad()
 def sample_latent(model: DiffusionSR, zy, lq, steps: int | None = None, deterministic: bool = True,
-                  noise=None, generator=None, return_trajectory: bool = False):
-    "Run the sampler from z_T = zy + kappa*sqrt(eta_T)*noise; returns z0 (B,C,h,w) (and the x0_hat trajectory)."
+                  noise=None, generator=None, return_trajectory: bool = False, temperature: float = 1.0):
+    "Run the sampler from z_T = zy + temperature*kappa*sqrt(eta_T)*noise; returns z0 (B,C,h,w) (and the x0_hat trajectory)."
     sched, B = model.sched, zy.shape[0]
     idx = step_indices(model.T, steps or model.T)
     if not deterministic and len(idx) != model.T: raise ValueError("the stochastic sampler runs all T steps")
+    if not 0.0 <= temperature <= 1.0: raise ValueError(f"temperature must be in [0, 1]; got {temperature}")
     if noise is None: noise = torch.randn(zy.shape, generator=generator, dtype=zy.dtype).to(zy.device)
-    z, traj = prior_sample(zy, sched, noise=noise), []
+    z, traj = prior_sample(zy, sched, noise=temperature * noise if temperature != 1.0 else noise), []
     for n, i in enumerate(idx):
         t = torch.full((B,), i, dtype=torch.long, device=zy.device)
         x0_hat = model.predict_x0(z, t, zy, lq)
         traj.append(x0_hat)
         if not deterministic:
             eps = torch.randn(zy.shape, generator=generator, dtype=zy.dtype).to(zy.device)
-            z = p_sample(x0_hat, z, t, sched, noise=eps)
+            z = p_sample(x0_hat, z, t, sched, noise=temperature * eps if temperature != 1.0 else eps)
             continue
         eta_t = sched.etas[i].item(); eta_p = sched.etas[idx[n + 1]].item() if n + 1 < len(idx) else 0.0
         m, j = math.sqrt(eta_p / eta_t), eta_p - math.sqrt(eta_p * eta_t)   # eq. (3)
@@ -164,13 +166,13 @@ def sample_latent(model: DiffusionSR, zy, lq, steps: int | None = None, determin
 # %% ../nbs/07_teacher.ipynb #f9b181cd
 @torch.no_grad()
 def super_resolve(model: DiffusionSR, lr, steps: int | None = None, deterministic: bool = True,
-                  noise=None, generator=None):
+                  noise=None, generator=None, temperature: float = 1.0):
     "LR images (B,3,h,w) in [-1,1] -> SR images (B,3,sf*h,sf*w) in [-1,1]; h, w multiples of `model.lr_multiple`."
     m = model.lr_multiple
     if lr.shape[-1] % m or lr.shape[-2] % m:
         raise ValueError(f"LR size {tuple(lr.shape[-2:])} must be a multiple of {m}; pad it (tadsr.inference does)")
     _, zy = model.encode_pair(None, lr)
-    z0 = sample_latent(model, zy, lr, steps, deterministic, noise, generator)
+    z0 = sample_latent(model, zy, lr, steps, deterministic, noise, generator, temperature=temperature)
     return model.latent.decode(z0).clamp(-1, 1)
 
 # %% ../nbs/07_teacher.ipynb #0d46cdf1
@@ -384,3 +386,20 @@ def export_weights(ckpt_path, out_path, use_ema: bool = True, **card) -> dict:
                   val=(cfg["history"]["val"] or [None])[-1], history=cfg["history"], **card)
     save_safetensors(out_path, weights, config)
     return config
+
+# %% ../nbs/07_teacher.ipynb #366500cd
+@torch.no_grad()
+def denoising_profile(model: DiffusionSR, hr, ts=None, seed: int = 0) -> dict:
+    "Teacher-forced x0_hat at each step t of `ts` (default all) on HR (1,3,H,W): {t: {in_rms, out_rms, kept}} in latent units."
+    lr = make_lr(hr, model.cfg.sf)
+    z0, zy = model.encode_pair(hr, lr)
+    out = {}
+    for t in (range(model.T) if ts is None else ts):
+        eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed + t))
+        tt = torch.full((z0.shape[0],), t, dtype=torch.long)
+        zt = q_sample(z0, zy, tt, model.sched, noise=eps)
+        err = model.predict_x0(zt, tt, zy, lr) - z0
+        std = model.sched.kappa_times_sqrt_etas[t].item()                 # kappa sqrt(eta_t): the added noise's std
+        out[t] = dict(in_rms=(zt - z0).pow(2).mean().sqrt().item(), out_rms=err.pow(2).mean().sqrt().item(),
+                      kept=((err * eps).mean() / (std * eps.pow(2).mean())).item())
+    return out

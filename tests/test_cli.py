@@ -220,3 +220,19 @@ def test_upscale_no_sync_norm_flag(tmp_path):
     a, b = Image.open(tmp_path / "a" / "in.png"), Image.open(tmp_path / "b" / "in.png")
     assert a.size == b.size == (512, 384)
     assert a.tobytes() != b.tobytes()
+
+
+def test_upscale_temperature_flag(tmp_path, capsys):
+    "--temperature 0 ignores the seed; out of [0, 1] it is a one-line usage error (exit 2) and writes nothing."
+    from PIL import Image
+    from tiny_model import photo
+    from tadsr.cli import main
+    src = tmp_path / "in.png"; photo(64, 48).save(src)
+    for d, seed in (("a", "1"), ("b", "2")):
+        assert main(["upscale", str(src), "-o", str(tmp_path / d), "--temperature", "0", "--seed", seed]) == 0
+    assert Image.open(tmp_path / "a" / "in.png").tobytes() == Image.open(tmp_path / "b" / "in.png").tobytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e: main(["upscale", str(src), "-o", str(tmp_path / "c"), "--temperature", "2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "must be between 0 and 1" in err[-1] and not (tmp_path / "c").exists()

@@ -266,3 +266,37 @@ def test_student_fallback_with_shipped_teacher():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_model("teacher")[1] == net.T
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# temperature (lesson 07): the scale of the prior noise
+
+def test_temperature_one_is_the_default_sampler(net, lr):
+    a = upscale_tensor(net, lr[..., :32, :32], 4, seed=1)
+    b = upscale_tensor(net, lr[..., :32, :32], 4, seed=1, temperature=1.0)
+    assert torch.equal(a, b)
+
+
+def test_temperature_zero_ignores_the_seed(net, lr):
+    "At temperature 0, z_T = z_y and the deterministic sampler is a function of the image alone."
+    x = lr[..., :32, :32]
+    a, b = upscale_tensor(net, x, 4, seed=1, temperature=0.0), upscale_tensor(net, x, 4, seed=2, temperature=0.0)
+    assert torch.equal(a, b)
+    c, d = upscale_tensor(net, x, 4, seed=1, temperature=0.5), upscale_tensor(net, x, 4, seed=2, temperature=0.5)
+    assert (c - d).abs().max() > 1e-3                           # any noise at all: the seed matters again
+
+
+def test_temperature_scales_the_prior_noise(net, lr):
+    "One step at temperature tau equals one step with the noise multiplied by tau."
+    from tadsr.teacher import sample_latent
+    _, zy = net.encode_pair(None, lr[..., :32, :32])
+    eps = torch.randn(zy.shape, generator=torch.Generator().manual_seed(0))
+    a = sample_latent(net, zy, lr[..., :32, :32], 3, noise=eps, temperature=0.3)
+    b = sample_latent(net, zy, lr[..., :32, :32], 3, noise=0.3 * eps)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("tau", [-0.1, 1.5])
+def test_temperature_out_of_range(net, lr, tau):
+    with pytest.raises(ValueError, match="temperature must be in"):
+        upscale_tensor(net, lr[..., :32, :32], 1, temperature=tau)
