@@ -4,13 +4,17 @@
 Prints: median wall time of a 64x64 -> 256x256 super-resolution by the 15-step teacher and by the one-step student
 (`tadsr.teacher.super_resolve`, after one warm-up each), their ratio (the limit is 15x: the student runs the same
 network once), the student's time split (z_y = E(bicubic_up(LR)), the UNet, decoding), and the student's output
-megapixels per second on larger inputs (256 -> 1024 in one pass; 512 -> 2048 through `upscale_tensor` with 256 px
-tiles, the CLI path).
+megapixels per second on larger inputs (256 -> 1024 in one pass; 512 -> 2048 through `upscale_tensor`, the CLI path,
+with the default 512 px tile = one pass and with 256 px tiles, each with its peak RSS).
 
 Usage: python scripts/bench_student.py [--threads 2] [--repeats 5]
 No assertions: the machine may be shared; the ratio is measured side by side, the absolute times are indicative.
 """
 import argparse
+import resource
+import subprocess
+import sys
+import time
 
 import torch
 
@@ -24,10 +28,12 @@ def med(fn, repeats):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2); ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--one-upscale", type=int, default=None, help=argparse.SUPPRESS)   # internal: the child process
     a = ap.parse_args()
+    if a.one_upscale is not None: return one_upscale(a.one_upscale, a.threads)
     torch.set_num_threads(a.threads)
     from tadsr.core import load_pretrained
-    from tadsr.inference import upscale_tensor
+    from tadsr.inference import DEFAULT_TILE
     from tadsr.teacher import super_resolve
     teacher, student = load_pretrained("teacher").eval(), load_pretrained("student").eval()
     g = torch.Generator().manual_seed(0)
@@ -46,9 +52,26 @@ def main():
         big = torch.rand(1, 3, 256, 256, generator=g) * 2 - 1
         tb = med(lambda: super_resolve(student, big, 1, generator=torch.Generator().manual_seed(0)), max(1, a.repeats // 2))
         print(f"256 -> 1024 one pass: {tb:.2f} s = {1024 * 1024 / 1e6 / tb:.2f} MP/s")
-        huge = torch.rand(1, 3, 512, 512, generator=g) * 2 - 1
-        th = med(lambda: upscale_tensor(student, huge, 1, tile=256, seed=0), 1)
-        print(f"512 -> 2048 tiled (256 px tiles): {th:.2f} s = {2048 * 2048 / 1e6 / th:.2f} MP/s")
+    for tile in (DEFAULT_TILE, 256):   # each in a fresh process, so that its peak RSS is its own
+        r = subprocess.run([sys.executable, __file__, "--threads", str(a.threads), "--one-upscale", str(tile)],
+                           capture_output=True, text=True, check=True)
+        print(r.stdout.strip())
+
+
+def one_upscale(tile: int, threads: int):
+    "512 -> 2048 through `upscale_tensor` (the CLI path) with `tile`; prints time, MP/s and this process's peak RSS."
+    torch.set_num_threads(threads)
+    from tadsr.core import load_pretrained
+    from tadsr.inference import upscale_tensor
+    student = load_pretrained("student").eval()
+    huge = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with torch.inference_mode():
+        t0 = time.perf_counter(); upscale_tensor(student, huge, 1, tile=tile, seed=0); dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    how = "one pass" if tile >= 512 else f"{tile} px tiles, synced GroupNorm"
+    print(f"512 -> 2048, tile={tile} ({how}): {dt:.2f} s = {2048 * 2048 / 1e6 / dt:.2f} MP/s, "
+          f"peak RSS {peak:.0f} MB ({peak - base:.0f} MB above the loaded model)")
 
 
 if __name__ == "__main__":

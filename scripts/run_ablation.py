@@ -63,12 +63,13 @@ def evaluate(a):
     from tadsr.data import validation_photos
     from tadsr.degradation import bicubic_resize
     from tadsr.distill import export_student
-    from tadsr.metrics import LPIPS, hf_energy, psnr_y, ssim_y
+    from tadsr.evaluate import lpips_setup, score
+    from tadsr.metrics import hf_energy
     from tadsr.teacher import center_crop_multiple, make_lr, super_resolve
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     out = Path(a.out)
-    try: lp, reason = LPIPS(), None
-    except FileNotFoundError as e: lp, reason = None, str(e)
+    lp, reason = lpips_setup()                         # the same metrics as `tadsr eval` (tadsr.evaluate.score)
+    reason = reason or None
     teacher = load_pretrained(a.teacher)
     photos = {n: center_crop_multiple(load_image(p), 128, max_side=a.max_side) for n, p in validation_photos().items()}
     methods = {"bicubic": None, "teacher, 1 step": (teacher, 1), "teacher, 15 steps": (teacher, 15)}
@@ -88,8 +89,7 @@ def evaluate(a):
             with torch.no_grad():
                 sr = (bicubic_resize(lr, scale=4).clamp(-1, 1) if m is None else
                       super_resolve(m[0], lr, m[1], generator=torch.Generator().manual_seed(a.seed)))
-                per[pn] = {"psnr_y": psnr_y(sr, hr).item(), "ssim_y": ssim_y(sr, hr).item(), "hf_energy": hf_energy(sr).item(),
-                           "lpips": None if lp is None else lp(sr, hr).item()}
+                per[pn] = score(sr, hr, lp)
         mean = {k: (None if any(v[k] is None for v in per.values()) else sum(v[k] for v in per.values()) / len(per))
                 for k in ("psnr_y", "ssim_y", "hf_energy", "lpips")}
         rows.append({"name": name, **info.get(name, {"distill": None, "disc": None, "steps": None}), "mean": mean,
