@@ -5,7 +5,8 @@ Prints: median wall time of a 64x64 -> 256x256 super-resolution by the 15-step t
 (`tadsr.teacher.super_resolve`, after one warm-up each), their ratio (the limit is 15x: the student runs the same
 network once), the student's time split (z_y = E(bicubic_up(LR)), the UNet, decoding), and the student's output
 megapixels per second on larger inputs (256 -> 1024 in one pass; 512 -> 2048 through `upscale_tensor`, the CLI path,
-with the default 512 px tile = one pass and with 256 px tiles, each with its peak RSS).
+with the default 512 px tile = one pass and with 256 px tiles, each with its peak RSS), and the CLI's channels-last
+weights (`tadsr.inference.for_inference`) against the default layout at 64 and 256 px.
 
 Usage: python scripts/bench_student.py [--threads 2] [--repeats 5]
 No assertions: the machine may be shared; the ratio is measured side by side, the absolute times are indicative.
@@ -33,7 +34,7 @@ def main():
     if a.one_upscale is not None: return one_upscale(a.one_upscale, a.threads)
     torch.set_num_threads(a.threads)
     from tadsr.core import load_pretrained
-    from tadsr.inference import DEFAULT_TILE
+    from tadsr.inference import DEFAULT_TILE, for_inference
     from tadsr.teacher import super_resolve
     teacher, student = load_pretrained("teacher").eval(), load_pretrained("student").eval()
     g = torch.Generator().manual_seed(0)
@@ -52,6 +53,18 @@ def main():
         big = torch.rand(1, 3, 256, 256, generator=g) * 2 - 1
         tb = med(lambda: super_resolve(student, big, 1, generator=torch.Generator().manual_seed(0)), max(1, a.repeats // 2))
         print(f"256 -> 1024 one pass: {tb:.2f} s = {1024 * 1024 / 1e6 / tb:.2f} MP/s")
+        # the layout `tadsr.inference.for_inference` gives the CLI's models on the CPU, side by side with the default
+        fast = for_inference(load_pretrained("student"))
+        for n in (64, 256):
+            x = torch.rand(1, 3, n, n, generator=g) * 2 - 1
+            r = {}
+            for _ in range(2):        # interleaved, so that a load change on the machine hits both
+                for name, net in (("NCHW", student), ("channels_last", fast)):
+                    r.setdefault(name, []).append(med(lambda: super_resolve(net, x, 1, generator=torch.Generator().manual_seed(0)),
+                                                      max(1, a.repeats // 2)))
+            t0, t1 = min(r["NCHW"]), min(r["channels_last"])
+            print(f"{n} -> {4 * n}: NCHW {t0 * 1e3:.0f} ms vs channels_last (CLI) {t1 * 1e3:.0f} ms = {t0 / t1:.2f}x, "
+                  f"{(4 * n) ** 2 / 1e6 / t1:.2f} MP/s")
     for tile in (DEFAULT_TILE, 256):   # each in a fresh process, so that its peak RSS is its own
         r = subprocess.run([sys.executable, __file__, "--threads", str(a.threads), "--one-upscale", str(tile)],
                            capture_output=True, text=True, check=True)
@@ -62,8 +75,8 @@ def one_upscale(tile: int, threads: int):
     "512 -> 2048 through `upscale_tensor` (the CLI path) with `tile`; prints time, MP/s and this process's peak RSS."
     torch.set_num_threads(threads)
     from tadsr.core import load_pretrained
-    from tadsr.inference import upscale_tensor
-    student = load_pretrained("student").eval()
+    from tadsr.inference import for_inference, upscale_tensor
+    student = for_inference(load_pretrained("student"))     # as `tadsr upscale` loads it
     huge = torch.rand(1, 3, 512, 512, generator=torch.Generator().manual_seed(1)) * 2 - 1
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with torch.inference_mode():

@@ -1,7 +1,7 @@
 """Measure a super-resolution model on the held-out photos (scikit-learn's china and flower): PSNR-Y, SSIM-Y
 (border 4, 8-bit) and HF energy of bicubic, 1 step and T steps, plus time per image. Prints a markdown table.
 
-Usage: python scripts/eval_teacher.py [WEIGHTS (default: registry 'teacher')] [--steps 1 15] [--seed 0]
+Usage: python scripts/eval_teacher.py [WEIGHTS (default: registry 'teacher')] [--steps 1 15] [--seed 0] [--temperature 1]
 """
 import argparse, time
 
@@ -19,6 +19,7 @@ def main():
     ap.add_argument("weights", nargs="?", default="teacher")
     ap.add_argument("--steps", type=int, nargs="+", default=[1, 15])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, default=1.0, help="scale of the prior noise (1: the paper's sampler)")
     a = ap.parse_args()
     net = load_pretrained(a.weights)
     rows, sums = [], {}
@@ -28,7 +29,7 @@ def main():
         outs = {"bicubic": (bicubic_resize(lr, scale=net.cfg.sf).clamp(-1, 1), 0.0)}
         for s in a.steps:
             t0 = time.perf_counter()
-            sr = super_resolve(net, lr, s, generator=torch.Generator().manual_seed(a.seed))
+            sr = super_resolve(net, lr, s, generator=torch.Generator().manual_seed(a.seed), temperature=a.temperature)
             outs[f"{s} step" + ("s" if s > 1 else "")] = (sr, time.perf_counter() - t0)
         outs["HR"] = (hr, 0.0)
         for k, (x, dt) in outs.items():

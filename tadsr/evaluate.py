@@ -23,10 +23,10 @@ __all__ = ['SF', 'SHIPPED', 'NOT_SHIPPED', 'METRICS', 'COLUMNS', 'ABLATION_PATH'
            'paper_tables', 'markdown_table', 'beside_paper']
 
 # %% ../nbs/12_evaluate.ipynb #ef22c2c9
-from .core import ImageError, WEIGHTS_DIR, get_device, load_image, load_pretrained, registry, show_images, zoom_crop
+from .core import ImageError, WEIGHTS_DIR, load_image, load_pretrained, registry, show_images, zoom_crop
 from .data import find_images, validation_photos
 from .degradation import bicubic_resize
-from .inference import MIN_LR_SIDE, DEFAULT_TILE, upscale_tensor
+from .inference import MIN_LR_SIDE, DEFAULT_TILE, for_inference, upscale_tensor
 from .metrics import LPIPS, Timer, hf_energy, hf_energy_map, lpips_available, lpips_weights_path, psnr_y, ssim_y
 from .teacher import DiffusionSR, center_crop_multiple, make_lr
 
@@ -142,7 +142,7 @@ def _load_net(name: str, device=None) -> DiffusionSR:
     if name not in registry() and not Path(name).is_file(): raise ValueError(f"{name}: no such model file or shipped model")
     net = load_pretrained(name)
     if not isinstance(net, DiffusionSR): raise ValueError(f"{name}: not a super-resolution model ({type(net).__name__})")
-    return net.to(get_device(device)).eval()
+    return for_inference(net, device)
 
 def shipped_methods(name: str,                  # 'teacher', 'student_vanilla', 'student' or a .safetensors path
                     steps=(None,),              # step counts K (None: the model's default)

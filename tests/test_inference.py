@@ -300,3 +300,16 @@ def test_temperature_scales_the_prior_noise(net, lr):
 def test_temperature_out_of_range(net, lr, tau):
     with pytest.raises(ValueError, match="temperature must be in"):
         upscale_tensor(net, lr[..., :32, :32], 1, temperature=tau)
+
+
+def test_for_inference_channels_last_same_output(lr):
+    "On the CPU `for_inference` stores conv weights channels-last; the output moves by float rounding only."
+    from tadsr.inference import for_inference
+    a = tiny_model(std=0.1)
+    b = for_inference(tiny_model(std=0.1))                      # same seed inside tiny_model: same weights
+    conv = [p for p in b.unet.parameters() if p.ndim == 4]
+    assert conv and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv)
+    x = lr[..., :32, :48]
+    ya, yb, y0 = upscale_tensor(a, x, 2), upscale_tensor(b, x, 2), upscale_tensor(tiny_model(std=0.0), x, 2)
+    assert (ya - y0).abs().max() > 4 / 255                      # the network matters at this scale, so the check can fail
+    assert (ya - yb).abs().max() < 1e-4
