@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--model", default="student", help="'student' (one step, default), 'teacher' (15 steps) or a .safetensors path")
     u.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own: 1 student, 15 teacher)")
     u.add_argument("--tile", type=int, default=512, help="tile side in input pixels for large images (0: one pass; default 512, "
-                                                         "about 1 GB of extra memory)")
+                                                         "up to ~1 GB of extra memory)")
     u.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same output (default 0)")
     u.add_argument("--temperature", type=_unit_float, default=1.0,
                    help="scale of the starting noise, 0..1: 1 is the paper's sampler (default); lower invents less "

@@ -143,7 +143,7 @@ def step_indices(T: int, steps: int) -> list:
 @torch.no_grad()
 def sample_latent(model: DiffusionSR, zy, lq, steps: int | None = None, deterministic: bool = True,
                   noise=None, generator=None, return_trajectory: bool = False, temperature: float = 1.0):
-    "Run the sampler from z_T = zy + temperature*kappa*sqrt(eta_T)*noise; returns z0 (B,C,h,w) (and the x0_hat trajectory)."
+    "Run the sampler from z_T = zy + temperature*kappa*sqrt(eta_T)*noise (the stochastic one also scales its step noise); returns z0 (B,C,h,w) (and the x0_hat trajectory)."
     sched, B = model.sched, zy.shape[0]
     idx = step_indices(model.T, steps or model.T)
     if not deterministic and len(idx) != model.T: raise ValueError("the stochastic sampler runs all T steps")
@@ -395,8 +395,8 @@ def denoising_profile(model: DiffusionSR, hr, ts=None, seed: int = 0) -> dict:
     z0, zy = model.encode_pair(hr, lr)
     out = {}
     for t in (range(model.T) if ts is None else ts):
-        eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed + t))
-        tt = torch.full((z0.shape[0],), t, dtype=torch.long)
+        eps = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed + t)).to(z0.device)
+        tt = torch.full((z0.shape[0],), t, dtype=torch.long, device=z0.device)
         zt = q_sample(z0, zy, tt, model.sched, noise=eps)
         err = model.predict_x0(zt, tt, zy, lr) - z0
         std = model.sched.kappa_times_sqrt_etas[t].item()                 # kappa sqrt(eta_t): the added noise's std
