@@ -1,4 +1,4 @@
-"Shared pytest fixtures: where the official ResShift reference tensors live."
+"Shared pytest fixtures: where the official ResShift reference tensors live, one torch thread, tiny weights."
 import os
 from pathlib import Path
 
@@ -32,3 +32,10 @@ def one_thread():
     n = torch.get_num_threads(); torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    "A tiny random-weight model written as a weights file (tests/tiny_model.py), shared by a test module."
+    from tiny_model import save_tiny_weights
+    return save_tiny_weights(tmp_path_factory.mktemp("w") / "tiny.safetensors")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_model import photo, save_tiny_weights
+from tiny_model import files_in, photo
 
 from tadsr.cli import main
 
@@ -29,16 +29,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # fixture in conftest.py
 def run_cli(*args) -> subprocess.CompletedProcess:
     return subprocess.run([str(TADSR), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300,
                           check=False)
-
-
-def files_in(d: Path) -> list:
-    "Every entry in `d`, hidden ones (atomic_write temp files start with '.') included."
-    return sorted(p.name for p in Path(d).iterdir()) if Path(d).exists() else []
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return save_tiny_weights(tmp_path_factory.mktemp("w") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

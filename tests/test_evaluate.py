@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_model import photo, save_tiny_weights, tiny_model
+from tiny_model import files_in, photo, tiny_model
 
 import tadsr.evaluate as ev
 from tadsr.cli import main
@@ -30,16 +30,6 @@ from tadsr.teacher import make_lr, super_resolve
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # fixture in conftest.py
 TADSR = Path(sys.executable).parent / "tadsr"
-
-
-def files_in(d: Path) -> list:
-    "Every entry in `d`, hidden ones (atomic_write temp files) included."
-    return sorted(p.name for p in Path(d).iterdir()) if Path(d).exists() else []
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return save_tiny_weights(tmp_path_factory.mktemp("w") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -57,3 +57,9 @@ def photo(w: int, h: int, name: str = "astronaut"):
     import skimage.data as sd
     from PIL import Image
     return Image.fromarray(getattr(sd, name)()[..., :3]).resize((w, h), Image.BICUBIC)
+
+
+def files_in(d) -> list:
+    "Every entry in folder `d` (sorted names), hidden ones (atomic_write temp files start with '.') included."
+    d = Path(d)
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
