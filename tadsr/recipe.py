@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['RESSHIFT_RELEASES', 'OFFICIAL', 'meta_model', 'OfficialFile', 'default_weights_dir', 'download_hint',
            'check_weight_file', 'load_official', 'weights_status', 'load_official_teacher', 'realesrgan_lr', 'Recipe',
-           'load_gpu_results', 'gpu_results_table']
+           'load_gpu_results', 'gpu_results_table', 'op_census', 'time_budget_table']
 
 # %% ../nbs/13_gpu_training.ipynb #fe052414
 import json, os, pickle
@@ -157,6 +157,8 @@ def gpu_results_table(res: dict | None) -> str:
     rows += [(f"one step {side}, {k.split('_')[0]}", _ms(one.get(k))) for k in ("fp32_ms", "bf16_ms") if one.get(k)]
     for k in ("fp32_parts_ms", "bf16_parts_ms"):
         if one.get(k): rows.append((f"  parts ({k.split('_')[0]})", ", ".join(f"{n} {v['median']:.1f} ms" for n, v in one[k].items())))
+    for k, r in (one.get("bf16_variants_ms") or {}).items():
+        if isinstance(r, dict): rows.append((f"  bf16 {k.replace('_', ' ')}", _ms(r) if "median" in r else r.get("status", "")))
     c = one.get("compiled") or {}
     rows.append(("one step + torch.compile", f"{c.get('precision', '')} {_ms(c['ms'])}, first call {c['first_call_s']} s"
                  if c.get("status") == "ok" else c.get("status", "not run")))
@@ -167,8 +169,51 @@ def gpu_results_table(res: dict | None) -> str:
                      + (f", peak {d['peak_mem_gib']} GiB" if "peak_mem_gib" in d else "") + ")"))
         rows.append(("  ms per phase", ", ".join(f"{k} {v:.0f}" for k, v in d["phase_ms"].items())))
     else: rows.append(("distillation", d.get("status", "not run")))
-    best = [r["median"] for r in (one.get("fp32_ms"), one.get("bf16_ms"), c.get("ms")) if r]
+    variants = [r for r in (one.get("bf16_variants_ms") or {}).values() if isinstance(r, dict) and "median" in r]
+    best = [r["median"] for r in (one.get("fp32_ms"), one.get("bf16_ms"), c.get("ms"), *variants) if r]
     if best and res.get("preset") == "official_realsr_v1" and res.get("device_type") == "cuda":
         tgt = res.get("target_one_step_ms", 20.0)
         rows.append((f"target: one step <= {tgt:.0f} ms", f"{'met' if min(best) <= tgt else 'not met'} (best median {min(best):.1f} ms)"))
     return "| measurement | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+
+# %% ../nbs/13_gpu_training.ipynb #199da697
+_VIEW_LIKE = {"aten.view", "aten._unsafe_view", "aten.reshape", "aten.expand", "aten.permute", "aten.transpose",
+              "aten.unsqueeze", "aten.squeeze", "aten.slice", "aten.select", "aten.t", "aten.detach", "aten.alias",
+              "aten.as_strided", "aten.split", "aten.unbind", "aten.split_with_sizes"}
+
+def op_census(fn) -> dict:
+    "ATen calls of one `fn()` (all, view-like, the rest: kernel launches in eager mode), its counted GFLOPs, the top calls."
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import FlopCounterMode
+    from collections import Counter
+
+    class _Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__(); self.calls = Counter()
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[str(func.overloadpacket)] += 1
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad():
+        with _Count() as c: fn()
+        flops = FlopCounterMode(display=False)
+        with flops: fn()
+    total = sum(c.calls.values())
+    views = sum(n for k, n in c.calls.items() if k in _VIEW_LIKE)
+    return {"aten_calls": total, "view_like": views, "kernel_calls": total - views,
+            "gflop": round(flops.get_total_flops() / 1e9, 2), "top": dict(c.calls.most_common(8))}
+
+# %% ../nbs/13_gpu_training.ipynb #895af7d9
+def time_budget_table(census: dict | None, gpu: dict | None, precision: str = "bf16") -> str:
+    "Markdown: per part, calls, GFLOPs, measured GPU ms, effective TFLOP/s and us per call (census x `bench_gpu` parts)."
+    if not census: return "Census: **not computed** (run `python scripts/op_census.py --json nbs/op_census.json`)."
+    parts = ((gpu or {}).get("one_step") or {}).get(f"{precision}_parts_ms") or {}
+    rows = []
+    for name, c in census["parts"].items():
+        ms = (parts.get(name) or {}).get("median")
+        rate = f"{c['gflop'] / ms:.1f}" if ms else "not measured"
+        per = f"{1e3 * ms / c['kernel_calls']:.0f}" if ms else "not measured"
+        rows.append(f"| {name} | {c['kernel_calls']:,} | {c['gflop']:,.1f} | {f'{ms:.1f}' if ms else 'not measured'} | {rate} | {per} |")
+    dev = (gpu or {}).get("device", "no GPU result")
+    return (f"| part | kernel calls | GFLOP | {precision} ms ({dev}) | TFLOP/s | us per call |\n|---|---|---|---|---|---|\n"
+            + "\n".join(rows))
