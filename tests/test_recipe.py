@@ -122,3 +122,45 @@ def test_bench_gpu_small_on_cpu(tmp_path):
     assert {"student", "teacher", "disc", "hsd"} <= set(d["phase_ms"])
     table = gpu_results_table(load_gpu_results(out))
     assert res["device"] in table and "one step 32->128, fp32" in table and "target" not in table   # not the full size
+
+
+def test_one_step_variants_on_cpu():
+    "bench_gpu's bf16 variants: eager and channels-last run anywhere (same output to bf16 precision); graphs say why not."
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench_gpu
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    cfg, _ = bench_gpu._preset(True)
+    net = bench_gpu._build(cfg, torch.device("cpu"))
+    v = bench_gpu.one_step_variants(net, torch.device("cpu"), repeats=1, warmup=0, side=32)
+    assert set(v) == {"eager", "graph", "channels_last", "graph_channels_last"}
+    assert v["eager"]["median"] > 0 and v["eager"]["max_abs_diff_vs_eager"] == 0.0
+    assert 0 <= v["channels_last"]["max_abs_diff_vs_eager"] < 0.05          # bf16 rounding, other summation order
+    assert v["graph"]["status"].startswith("skipped") and "CUDA" in v["graph"]["status"]
+    assert all(p.is_contiguous() for p in net.parameters())                  # layout restored
+
+
+def test_gpu_results_table_variants_and_target():
+    "Variant rows appear, and the target line takes the best median over every measured variant."
+    ms = lambda m: {"median": m, "min": m, "n": 1}
+    res = {"device": "GPU X", "device_type": "cuda", "preset": "official_realsr_v1", "target_one_step_ms": 20.0,
+           "one_step": {"fp32_ms": ms(50.0), "bf16_ms": ms(51.0),
+                        "bf16_variants_ms": {"graph": ms(18.5), "graph_channels_last": {"status": "error: X"}}},
+           "teacher_15": {}, "distill": {"status": "skipped"}}
+    table = gpu_results_table(res)
+    assert "bf16 graph | 18.5 ms" in table and "bf16 graph channels last | error: X |" in table
+    assert "met (best median 18.5 ms)" in table
+    res["one_step"]["bf16_variants_ms"]["graph"] = ms(25.0)
+    assert "not met (best median 25.0 ms)" in gpu_results_table(res)
+
+
+def test_op_census_counts_and_time_budget():
+    from tadsr.recipe import op_census, time_budget_table
+    lin, x = torch.nn.Linear(16, 8), torch.zeros(4, 16)
+    c = op_census(lambda: lin(x).relu())
+    assert c["gflop"] == round(2 * 4 * 16 * 8 / 1e9, 2) and c["kernel_calls"] >= 2 and c["aten_calls"] >= c["kernel_calls"]
+    census = json.loads((ROOT / "nbs" / "op_census.json").read_text())
+    assert census["preset"] == "official_realsr_v1" and census["parts"]["unet"]["kernel_calls"] > 500
+    table = time_budget_table(census, None)
+    assert "| unet |" in table and "not measured" in table
