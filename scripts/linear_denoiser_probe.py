@@ -32,13 +32,13 @@ from tadsr.data import bundled_photos, validation_photos    # noqa: E402
 from tadsr.degradation import bicubic_resize                # noqa: E402
 from tadsr.diffusion import extract, q_sample               # noqa: E402
 from tadsr.metrics import psnr_y                            # noqa: E402
-from tadsr.teacher import DiffusionSR, make_lr, super_resolve  # noqa: E402
+from tadsr.teacher import DiffusionSR, center_crop_multiple, make_lr, super_resolve  # noqa: E402
 
 
 def crop(im, side: int = 256):
-    "Centre crop, side a multiple of 128 (the CPU teacher's LR multiple times 4)."
-    x = load_image(im); H, W = x.shape[-2:]; s = min(H, W, side) // 128 * 128
-    return x[..., (H - s) // 2:(H - s) // 2 + s, (W - s) // 2:(W - s) // 2 + s]
+    "Square centre crop, side a multiple of 128 (the CPU teacher's LR multiple times 4) and at most `side`."
+    x = load_image(im)
+    return center_crop_multiple(x, 128, min(*x.shape[-2:], side))
 
 
 def neighbourhood(u, k: int, extra=None):

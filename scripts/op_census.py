@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Count what one super-resolution step asks of the hardware: ATen calls and FLOPs per part, on any machine.
 
-With `tadsr.recipe.op_census` (lesson 13), for the full-size architecture (`TeacherConfig.official_realsr_v1()`,
+With `tadsr.recipe.one_step_census` (lesson 13), for the full-size architecture (`TeacherConfig.official_realsr_v1()`,
 random weights: the counts do not depend on the values) it runs, on the CPU, 64x64 -> 256x256 in one step and its three parts (VQ encode of the bicubic-upsampled LR,
 one UNet call, VQ decode) under two counters:
   * a `TorchDispatchMode` that counts every ATen call (each is at least one host-side dispatch; the non-view ones are
@@ -32,24 +32,18 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="write the counts here")
     args = ap.parse_args(argv)
     import torch
-    from tadsr.recipe import op_census
-    from tadsr.teacher import DiffusionSR, TeacherConfig, super_resolve
+    from tadsr.recipe import one_step_census
+    from tadsr.teacher import DiffusionSR, TeacherConfig
     torch.manual_seed(0)
     cfg = TeacherConfig.cpu() if args.small else TeacherConfig.official_realsr_v1()
     net = DiffusionSR(cfg).eval()
     lr = torch.rand(1, 3, args.lr_side, args.lr_side, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    with torch.no_grad():
-        _, zy = net.encode_pair(None, lr)
-        t = torch.full((1,), net.T - 1, dtype=torch.long)
-        z0 = net.predict_x0(zy, t, zy, lr)
-    parts = {"encode": lambda: net.encode_pair(None, lr), "unet": lambda: net.predict_x0(zy, t, zy, lr),
-             "decode": lambda: net.latent.decode(z0), "one_step": lambda: super_resolve(net, lr, 1, noise=torch.zeros_like(zy))}
     t0 = time.perf_counter()
     res = {"schema": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
            "preset": "small" if args.small else "official_realsr_v1", "latent": type(net.latent).__name__,
-           "lr_side": args.lr_side, "hr_side": args.lr_side * cfg.sf, "torch": torch.__version__, "parts": {}}
-    for name, fn in parts.items():
-        res["parts"][name] = r = op_census(fn)
+           "lr_side": args.lr_side, "hr_side": args.lr_side * cfg.sf, "torch": torch.__version__}
+    res["parts"] = one_step_census(net, lr)
+    for name, r in res["parts"].items():
         print(f"{name:9s} {r['aten_calls']:5d} ATen calls ({r['kernel_calls']:5d} not view-like) {r['gflop']:8.1f} GFLOP")
     res["seconds"] = round(time.perf_counter() - t0, 1)
     if args.json:

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['RESSHIFT_RELEASES', 'OFFICIAL', 'meta_model', 'OfficialFile', 'default_weights_dir', 'download_hint',
            'check_weight_file', 'load_official', 'weights_status', 'load_official_teacher', 'realesrgan_lr', 'Recipe',
-           'load_gpu_results', 'gpu_results_table', 'op_census', 'time_budget_table']
+           'load_gpu_results', 'gpu_results_table', 'op_census', 'one_step_census', 'time_budget_table']
 
 # %% ../nbs/13_gpu_training.ipynb #fe052414
 import json, os, pickle
@@ -202,6 +202,19 @@ def op_census(fn) -> dict:
     views = sum(n for k, n in c.calls.items() if k in _VIEW_LIKE)
     return {"aten_calls": total, "view_like": views, "kernel_calls": total - views,
             "gflop": round(flops.get_total_flops() / 1e9, 2), "top": dict(c.calls.most_common(8))}
+
+# %% ../nbs/13_gpu_training.ipynb #e5c93cee
+def one_step_census(net: DiffusionSR, lr) -> dict:
+    "`op_census` of one x4 step of `net` on `lr` (B,3,h,w) and of its parts: encode, one UNet call, decode."
+    from tadsr.teacher import super_resolve
+    with torch.no_grad():
+        _, zy = net.encode_pair(None, lr)
+        t = torch.full((lr.shape[0],), net.T - 1, dtype=torch.long, device=lr.device)
+        z0 = net.predict_x0(zy, t, zy, lr)
+    parts = {"encode": lambda: net.encode_pair(None, lr), "unet": lambda: net.predict_x0(zy, t, zy, lr),
+             "decode": lambda: net.latent.decode(z0),
+             "one_step": lambda: super_resolve(net, lr, 1, noise=torch.zeros_like(zy))}
+    return {name: op_census(fn) for name, fn in parts.items()}
 
 # %% ../nbs/13_gpu_training.ipynb #895af7d9
 def time_budget_table(census: dict | None, gpu: dict | None, precision: str = "bf16") -> str:
