@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=20000); t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--crop", type=int, default=128, help="HR crop side"); t.add_argument("--lr", type=float, default=2e-4)
     t.add_argument("--warmup", type=int, default=500); t.add_argument("--ema", type=float, default=0.999)
-    t.add_argument("--kappa", type=float, default=0.5); t.add_argument("--head", default="precond", choices=["x0", "residual", "precond"])
+    t.add_argument("--kappa", type=float, default=0.5); t.add_argument("--head", default="precond", choices=["x0", "residual", "precond", "adaptive"])
     t.add_argument("--ckpt-every", type=int, default=500); t.add_argument("--val-every", type=int, default=2000)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--max-side", type=int, default=1280, help="shrink larger photos to this longer side (0: keep)")
