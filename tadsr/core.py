@@ -23,8 +23,9 @@ import tadsr
 
 # %% auto #0
 __all__ = ['TIERS', 'WEIGHTS_DIR', 'CONFIG_KEY', 'tier', 'by_tier', 'get_device', 'seed_everything', 'ImageError', 'load_pil',
-           'pil_to_tensor', 'load_image', 'tensor_to_pil', 'atomic_write', 'save_image', 'show_images', 'zoom_crop',
-           'sha256_file', 'registry', 'save_safetensors', 'load_safetensors', 'build_state_dict', 'load_pretrained']
+           'pil_to_tensor', 'load_image', 'tensor_to_pil', 'quantize_8bit', 'center_crop_multiple', 'mod_crop',
+           'atomic_write', 'save_image', 'show_images', 'zoom_crop', 'sha256_file', 'registry', 'save_safetensors',
+           'load_safetensors', 'build_state_dict', 'load_pretrained', 'markdown_table']
 
 # %% ../nbs/00_core.ipynb #f95de484
 TIERS = ('quick', 'default', 'full')
@@ -130,6 +131,28 @@ def tensor_to_pil(x: Tensor, # (3,H,W) or (1,3,H,W), values in [-1,1] (clamped)
                          "For a batch, convert each image: [tensor_to_pil(i) for i in x]")
     u = (x.detach().float().clamp(-1, 1) * 127.5 + 127.5).round().to(torch.uint8)
     return Image.fromarray(u.permute(1, 2, 0).cpu().numpy())
+
+# %% ../nbs/00_core.ipynb #3a3cfa00
+def quantize_8bit(x: Tensor, # images in [-1,1] (any shape, any float dtype)
+                 ) -> Tensor: # same shape and dtype, on the 256 levels of an 8-bit file
+    "Round [-1,1] images to 8-bit levels (what saving as PNG and reading back gives)."
+    return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
+
+def center_crop_multiple(x: Tensor,                # (...,H,W)
+                         multiple: int,            # sides become multiples of this
+                         max_side: int | None = None, # and at most this
+                        ) -> Tensor:
+    "Centre-crop so H and W are multiples of `multiple` (and at most `max_side`)."
+    H, W = x.shape[-2:]
+    h, w = (min(H, max_side or H) // multiple) * multiple, (min(W, max_side or W) // multiple) * multiple
+    if h == 0 or w == 0: raise ValueError(f"image {H}x{W} is smaller than the required multiple {multiple}")
+    top, left = (H - h) // 2, (W - w) // 2
+    return x[..., top:top + h, left:left + w]
+
+def mod_crop(x: Tensor, multiple: int) -> Tensor: # (...,H,W) -> bottom/right cropped to multiples of `multiple`
+    "Crop the bottom/right so H and W are multiples of `multiple` (BasicSR's mod_crop)."
+    H, W = x.shape[-2:]
+    return x[..., :H - H % multiple, :W - W % multiple]
 
 # %% ../nbs/00_core.ipynb #5a2bc4fa
 @contextlib.contextmanager
@@ -279,3 +302,19 @@ def load_pretrained(name_or_path: str | Path, # a registry name (see `registry()
     tensors, config = load_safetensors(path, device)
     if 'builder' not in config: raise ValueError(f"{path}: config has no 'builder'; use load_safetensors instead")
     return _import_builder(config['builder'])(config, tensors)
+
+# %% ../nbs/00_core.ipynb #273b7e67
+def markdown_table(header: list,       # column titles
+                   rows: list,         # one list per row; numbers are formatted with `fmt`
+                   fmt: str = '.2f',   # format of float cells (None, NaN -> '–')
+                   align: str | None = None, # per-column 'l'/'r' (default: first column left, others right)
+                  ) -> str:
+    "A GitHub-flavoured Markdown table."
+    def cell(v):
+        if v is None or (isinstance(v, float) and v != v): return '–'
+        return format(v, fmt) if isinstance(v, float) else str(v)
+    align = align or 'l' + 'r' * (len(header) - 1)
+    bad = [r for r in rows if len(r) != len(header)]
+    if bad: raise ValueError(f"every row needs {len(header)} cells; got {len(bad[0])}: {bad[0]}")
+    lines = ['| ' + ' | '.join(map(str, header)) + ' |', '|' + '|'.join('---:' if a == 'r' else '---' for a in align) + '|']
+    return '\n'.join(lines + ['| ' + ' | '.join(cell(v) for v in r) + ' |' for r in rows])

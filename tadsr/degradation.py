@@ -5,19 +5,20 @@
 # %% ../nbs/02_degradation.ipynb #6644f3b0
 from __future__ import annotations
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from scipy.special import j1
+from .core import quantize_8bit
 
 # %% auto #0
-__all__ = ['KERNEL_KINDS', 'RESIZE_MODES', 'cubic', 'resize_weights', 'bicubic_resize', 'bicubic_down', 'upsample_resshift',
-           'gaussian_kernel', 'generalized_gaussian_kernel', 'plateau_kernel', 'sinc_kernel', 'random_mixed_kernel',
-           'random_blur_kernel', 'random_final_sinc', 'filter2d', 'draw_scale', 'random_resize', 'gaussian_noise',
-           'poisson_noise', 'quality_to_factor', 'jpeg_compress', 'RealESRGANConfig', 'make_rng',
-           'RealESRGANDegradation', 'prepare_hr']
+__all__ = ['KERNEL_KINDS', 'RESIZE_MODES', 'LR_KINDS', 'cubic', 'resize_weights', 'bicubic_resize', 'bicubic_down',
+           'upsample_resshift', 'gaussian_kernel', 'generalized_gaussian_kernel', 'plateau_kernel', 'sinc_kernel',
+           'random_mixed_kernel', 'random_blur_kernel', 'random_final_sinc', 'filter2d', 'draw_scale', 'random_resize',
+           'gaussian_noise', 'poisson_noise', 'quality_to_factor', 'jpeg_compress', 'RealESRGANConfig', 'make_rng',
+           'RealESRGANDegradation', 'prepare_hr', 'make_lr']
 
 # %% ../nbs/02_degradation.ipynb #49b73d0c
 def cubic(s: Tensor,        # distances in input pixels (any shape)
@@ -437,3 +438,21 @@ def prepare_hr(img: Tensor,                 # (3,H,W) photo in [-1,1]
     if S == size: return img
     w = _area_weights(S, size).to(img)
     return w @ img @ w.T
+
+# %% ../nbs/02_degradation.ipynb #b33b904c
+LR_KINDS = ("bicubic", "realesrgan")
+
+def make_lr(hr: Tensor,                    # (B,3,H,W) HR images in [-1,1], H and W multiples of `sf`
+            sf: int = 4,                   # scale factor
+            kind: str = "bicubic",         # one of LR_KINDS
+            seeds=None,                    # realesrgan: one int per image (default 0..B-1)
+            cfg: RealESRGANConfig | None = None,  # realesrgan settings (default: the official x4 ones)
+           ) -> Tensor:                    # (B,3,H/sf,W/sf) in [-1,1], on 8-bit levels
+    "LR inputs for HR images: antialiased bicubic (8-bit) or the seeded Real-ESRGAN second-order degradation."
+    if kind == "bicubic": return quantize_8bit(bicubic_down(hr, sf))
+    if kind != "realesrgan": raise ValueError(f"kind must be one of {LR_KINDS}; got {kind!r}")
+    cfg = cfg or RealESRGANConfig.official()
+    deg = RealESRGANDegradation(cfg if cfg.sf == sf else replace(cfg, sf=sf))
+    seeds = list(range(hr.shape[0])) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != hr.shape[0]: raise ValueError(f"need one seed per image: {hr.shape[0]} images, {len(seeds)} seeds")
+    return torch.cat([deg(hr[k:k + 1], seed=sd) for k, sd in enumerate(seeds)])

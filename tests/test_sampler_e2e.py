@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from tadsr.autoencoder import VQAutoencoder
-from tadsr.diffusion import ScheduleConfig, make_schedule, prior_sample, sample
+from tadsr.diffusion import ScheduleConfig, make_schedule, prior_sample, sample, scale_input
 from tadsr.unet import SwinUNet
 
 TOL_Z = dict(atol=1e-5, rtol=1e-5)        # README: sampler_e2e z_y, z_T
@@ -35,13 +35,13 @@ def run(fixtures_dir):
         up = F.interpolate(lq, scale_factor=4, mode="bicubic")          # PyTorch bicubic, no clamp (T11)
         zy = vq.encode(ref["lq_bicubic_x4"])                            # pre-quantisation latent (T12)
         zT = prior_sample(zy, sched, noise=ref["noise_T"])
-        denoise = lambda z, t: unet(z, t, lq=lq)                         # noqa: E731
-        # fully end to end: from our own z_y (what a user's pipeline does)
-        z0, traj = sample(denoise, zy, sched, noise=ref["noise_T"], step_noise=ref["step_noise"],
+        x0_fn = lambda z, t: unet(scale_input(z, t, sched), t, lq=lq)   # noqa: E731 (the official x0 head)
+        # fully end to end: from our own z_y (what a user's pipeline does); the official loop is eq. 2
+        z0, traj = sample(x0_fn, zy, sched, deterministic=False, noise=ref["noise_T"], step_noise=ref["step_noise"],
                           return_trajectory=True)
         # teacher-forced: from the official z_y, isolating sampler + UNet from the encoder's float32 noise
-        _, traj_tf = sample(denoise, ref["z_y"], sched, noise=ref["noise_T"], step_noise=ref["step_noise"],
-                            return_trajectory=True)
+        _, traj_tf = sample(x0_fn, ref["z_y"], sched, deterministic=False, noise=ref["noise_T"],
+                            step_noise=ref["step_noise"], return_trajectory=True)
         decoded = vq.decode(z0)
         codes = vq.quantize(z0)[1]
     return dict(ref=ref, up=up, zy=zy, zT=zT, z0=z0, traj=traj, traj_tf=traj_tf, decoded=decoded, codes=codes)
