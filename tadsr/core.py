@@ -22,10 +22,10 @@ from safetensors.torch import save as _st_save
 import tadsr
 
 # %% auto #0
-__all__ = ['TIERS', 'WEIGHTS_DIR', 'CONFIG_KEY', 'tier', 'by_tier', 'get_device', 'seed_everything', 'ImageError', 'load_pil',
-           'pil_to_tensor', 'load_image', 'tensor_to_pil', 'quantize_8bit', 'center_crop_multiple', 'mod_crop',
-           'atomic_write', 'save_image', 'show_images', 'zoom_crop', 'sha256_file', 'registry', 'save_safetensors',
-           'load_safetensors', 'build_state_dict', 'load_pretrained', 'markdown_table']
+__all__ = ['TIERS', 'WEIGHTS_DIR', 'CONFIG_KEY', 'MOVED_BUILDERS', 'tier', 'by_tier', 'get_device', 'seed_everything',
+           'ImageError', 'load_pil', 'pil_to_tensor', 'load_image', 'tensor_to_pil', 'quantize_8bit',
+           'center_crop_multiple', 'mod_crop', 'atomic_write', 'save_image', 'show_images', 'zoom_crop', 'sha256_file',
+           'registry', 'save_safetensors', 'load_safetensors', 'build_state_dict', 'load_pretrained', 'markdown_table']
 
 # %% ../nbs/00_core.ipynb #f95de484
 TIERS = ('quick', 'default', 'full')
@@ -272,9 +272,11 @@ def build_state_dict(config: dict, tensors: dict[str, Tensor]) -> dict[str, Tens
     "Builder that returns the tensors as they are (a plain state dict)."
     return tensors
 
+MOVED_BUILDERS = {'tadsr.teacher:build_from_config': 'tadsr.model:build_from_config'}  # names older weights files use
+
 def _import_builder(spec: str):
-    "Resolve 'tadsr.module:function' to the function."
-    mod, _, fn = spec.partition(':')
+    "Resolve 'tadsr.module:function' to the function (builders that moved are followed to their new place)."
+    mod, _, fn = MOVED_BUILDERS.get(spec, spec).partition(':')
     if not fn or not (mod == 'tadsr' or mod.startswith('tadsr.')):
         raise ValueError(f"builder {spec!r} must look like 'tadsr.module:function' (builders live inside tadsr)")
     try: return getattr(importlib.import_module(mod), fn)

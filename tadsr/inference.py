@@ -4,10 +4,9 @@
 
 # %% auto #0
 __all__ = ['MIN_LR_SIDE', 'SYNC_PASSES', 'DEFAULT_TILE', 'for_inference', 'load_model', 'pad_to_multiple', 'tile_starts', 'ramp',
-           'TiledGroupNorm', 'Tile', 'tile_grid', 'tiled_x0', 'upscale_tensor', 'upscale']
+           'TiledGroupNorm', 'Tile', 'tile_grid', 'tiled_x0', 'tiled_x0_fn', 'upscale_tensor', 'upscale']
 
 # %% ../nbs/07a_inference.ipynb #ff331829
-import warnings
 from functools import partial
 from typing import NamedTuple
 
@@ -18,8 +17,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 # %% ../nbs/07a_inference.ipynb #ed661af4
-from .core import load_image, tensor_to_pil, load_pretrained, registry, get_device, ImageError
-from .teacher import DiffusionSR, sample_latent
+from pathlib import Path
+from .core import load_image, tensor_to_pil, load_pretrained, registry, get_device, ImageError, WEIGHTS_DIR
+from .model import DiffusionSR, super_resolve
+from .diffusion import sample
 
 # %% ../nbs/07a_inference.ipynb #235c212b
 MIN_LR_SIDE = 8
@@ -30,18 +31,28 @@ def for_inference(net: DiffusionSR, device=None) -> DiffusionSR:
     if next(net.parameters()).device.type == "cpu": net = net.to(memory_format=torch.channels_last)
     return net
 
+_LOADED: dict = {}     # (file, device, mtime, size) -> (model, default steps): loaded once, hashed once
+
+def _weights_file(model: str) -> Path:
+    "The file behind a registry name or a path (clear errors for neither)."
+    reg = registry()
+    if model in reg: return WEIGHTS_DIR / reg[model]["file"]
+    if Path(model).suffix == ".safetensors" and Path(model).is_file(): return Path(model)
+    names = ", ".join(sorted(reg)) or "none: tadsr/weights/registry.json is empty"
+    raise ValueError(f"{model}: no such model file or shipped model (shipped: {names})")
+
 def load_model(model: str = "student", device=None):
-    "A registry name ('student', 'teacher') or a .safetensors path -> (DiffusionSR ready for inference, default step count)."
-    if model in ("student", "teacher") and not registry():
-        raise ValueError("no shipped weights found in tadsr/weights (registry is empty); pass --model PATH to a weights file")
-    if model == "student" and "student" not in registry():
-        warnings.warn("the distilled one-step student is not shipped yet: running the teacher in ONE step instead "
-                      "(same network, no distillation; expect blurrier results than the TAD-SR student)")
-        return for_inference(load_pretrained("teacher"), device), 1
-    net = load_pretrained(model)
-    if not isinstance(net, DiffusionSR):
-        raise ValueError(f"{model}: not a super-resolution model (kind {type(net).__name__})")
-    return for_inference(net, device), getattr(net, "default_steps", None) or (1 if model == "student" else net.T)
+    "A registry name ('student', 'teacher', ...) or a .safetensors path -> (DiffusionSR ready for inference, default steps); cached."
+    path, dev = _weights_file(model), get_device(device)
+    st = path.stat()
+    key = (str(path.resolve()), str(dev), st.st_mtime_ns, st.st_size)
+    if key not in _LOADED:
+        for k in [k for k in _LOADED if k[:2] == key[:2]]: del _LOADED[k]     # the file changed: forget the old one
+        net = load_pretrained(model)                                          # checks the registry sha256
+        if not isinstance(net, DiffusionSR):
+            raise ValueError(f"{model}: not a super-resolution model (kind {type(net).__name__})")
+        _LOADED[key] = (for_inference(net, dev), net.default_steps or net.T)
+    return _LOADED[key]
 
 # %% ../nbs/07a_inference.ipynb #7fe9dd5c
 def pad_to_multiple(x, m: int):
@@ -160,21 +171,20 @@ def tiled_x0(net: DiffusionSR, z, t, zy, lq, tiles: list, fade: int, norm: Tiled
             for i, tl in enumerate(tiles): x0(i, tl)
         return _blend(tiles, x0, z.shape, lat, fade)
 
-class _TiledSampler:
-    "Stands in for `net` inside `sample_latent`: x0_hat from `tiled_x0`, GroupNorm records carried from step to step."
-    def __init__(self, net: DiffusionSR, tiles: list, fade: int, passes: int):
-        self.net, self.tiles, self.fade, self.passes, self.n = net, tiles, fade, passes, 0
-        self.sched, self.T, self.norm = net.sched, net.T, TiledGroupNorm(net.unet, len(tiles))
-    def predict_x0(self, z, t, zy, lq):
-        passes = self.passes if self.n else 2 * self.passes            # the first step starts without records
-        self.n += 1
-        return tiled_x0(self.net, z, t, zy, lq, self.tiles, self.fade, self.norm, passes)
+def tiled_x0_fn(net: DiffusionSR, zy, lq, tiles: list, fade: int, passes: int):
+    "An x0-predictor (zt, t) -> x0_hat for `sample` that runs `net` tile by tile, GroupNorm records kept across steps."
+    norm, calls = TiledGroupNorm(net.unet, len(tiles)), [0]
+    def x0_fn(z, t):
+        p = passes if calls[0] else 2 * passes                          # the first step starts without records
+        calls[0] += 1
+        return tiled_x0(net, z, t, zy, lq, tiles, fade, norm, p)
+    return x0_fn
 
 def _sample_tiled(net: DiffusionSR, lrp, noise, steps: int, tiles: list, fade: int, passes: int, temperature: float = 1.0):
     "The sampler in lockstep over `tiles` with synced GroupNorm: padded LR (B,3,Hp,Wp) -> (B,3,sf*Hp,sf*Wp) on the CPU."
     sf, lat, dev = net.cfg.sf, net.cfg.sf / net.latent.factor, next(net.parameters()).device
     zy = _blend(tiles, lambda i, t: net.encode_pair(None, _crop(lrp, t, 1).to(dev))[1], noise.shape, lat, fade)
-    z0 = sample_latent(_TiledSampler(net, tiles, fade, passes), zy, lrp, steps, noise=noise, temperature=temperature)
+    z0 = sample(tiled_x0_fn(net, zy, lrp, tiles, fade, passes), zy, net.sched, steps, noise=noise, temperature=temperature)
     out_shape = (lrp.shape[0], 3, lrp.shape[-2] * sf, lrp.shape[-1] * sf)
     return _blend(tiles, lambda i, t: net.latent.decode(_crop(z0, t, lat).to(dev)).clamp(-1, 1), out_shape, sf, fade)
 
@@ -182,8 +192,7 @@ def _sample_tiled(net: DiffusionSR, lrp, noise, steps: int, tiles: list, fade: i
 SYNC_PASSES = 2     # calibration passes per step of `sync_norm=True`, twice that at the first step (measured below)
 
 def _run(net: DiffusionSR, lr, noise, steps: int, temperature: float = 1.0):
-    _, zy = net.encode_pair(None, lr)
-    return net.latent.decode(sample_latent(net, zy, lr, steps, noise=noise, temperature=temperature)).clamp(-1, 1)
+    return super_resolve(net, lr, steps, noise=noise, temperature=temperature)
 
 @torch.no_grad()
 def upscale_tensor(net: DiffusionSR, lr, steps: int, tile: int | None = None, overlap: int | None = None, seed: int = 0,
@@ -220,7 +229,7 @@ def upscale(img, model="student", steps: int | None = None, tile: int | None = D
             overlap: int | None = None, device=None, sync_norm: bool | int = True,
             temperature: float = 1.0) -> Image.Image:
     "Super-resolve a PIL image or image path x4 with a shipped model ('student', 'teacher') or a weights path; `tile=None`: one pass."
-    net, default_steps = (model, None) if isinstance(model, DiffusionSR) else load_model(model, device)
-    steps = steps or default_steps or getattr(net, "default_steps", None) or net.T
+    net, default_steps = (model, model.default_steps or model.T) if isinstance(model, DiffusionSR) else load_model(model, device)
+    steps = steps or default_steps
     x = load_image(img)
     return tensor_to_pil(upscale_tensor(net, x, steps, tile, overlap, seed, sync_norm, temperature))

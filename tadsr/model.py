@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['HEADS', 'TeacherConfig', 'SIGMA_MIN', 'ModelConfig', 'make_latent', 'precond_coefs', 'DiffusionSR', 'super_resolve',
-           'unet_weights', 'load_unet_weights', 'model_config_of', 'build_from_config', 'save_model',
-           'denoising_profile']
+           'sr_and_measures', 'validate', 'unet_weights', 'load_unet_weights', 'model_config_of', 'build_from_config',
+           'save_model', 'denoising_profile']
 
 # %% ../nbs/06a_model.ipynb #9541ae62
 import json, math
@@ -18,8 +18,9 @@ import torch.nn as nn
 from torch import Tensor
 
 # %% ../nbs/06a_model.ipynb #aa5ba48b
-from .core import save_safetensors
-from .degradation import make_lr
+from .core import save_safetensors, center_crop_multiple
+from .degradation import make_lr, bicubic_resize
+from .metrics import detail_measures
 from .diffusion import ScheduleConfig, make_schedule, extract, q_sample, scale_input, sample
 from .unet import UNetConfig
 from .autoencoder import SpaceToDepth, Identity, VQConfig
@@ -175,6 +176,35 @@ def super_resolve(model: DiffusionSR, lr: Tensor,            # LR images (B,3,h,
     z0 = sample(model.x0_fn(zy, lr), zy, model.sched, steps or model.default_steps or model.T,
                 deterministic=deterministic, temperature=temperature, noise=noise, generator=generator)
     return model.latent.decode(z0).clamp(-1, 1)
+
+# %% ../nbs/06a_model.ipynb #3ff6e655
+@torch.no_grad()
+def sr_and_measures(model: DiffusionSR, hr: Tensor,        # HR photo (1,3,H,W) in [-1,1], sides fitting the model
+                    steps: int | None = None,              # K (None: the model's default)
+                    temperature: float = 1.0, seed: int = 0,
+                   ) -> tuple[Tensor, Tensor, dict]:       # LR, SR (1,3,H,W) and {measure: float}
+    "LR = make_lr(hr), SR = super_resolve(LR) with seed-`seed` noise, and lesson 03's measures of SR against HR."
+    lr = make_lr(hr, model.cfg.sf)
+    sr = super_resolve(model, lr, steps, generator=torch.Generator().manual_seed(seed), temperature=temperature)
+    return lr, sr, {k: v.item() for k, v in detail_measures(sr, hr, lr).items()}
+
+@torch.no_grad()
+def validate(model: DiffusionSR, photos: dict,             # {name: HR (1,3,H,W) in [-1,1]}
+             steps=(1, None),                              # step counts (None: the model's default)
+             seed: int = 0,
+             max_side: int | None = 256,                   # centre-crop each photo to at most this side
+            ) -> dict:                                     # {measure: {photo: {'bicubic'|'K': value}}}
+    "PSNR-Y, grain, texture and detail correlation of bicubic and of the model at each step count, per photo."
+    out, dev = {}, next(model.parameters()).device
+    for name, hr in photos.items():
+        hr = center_crop_multiple(hr, model.cfg.sf * model.lr_multiple, max_side).to(dev)
+        lr = make_lr(hr, model.cfg.sf)
+        rows = {"bicubic": detail_measures(bicubic_resize(lr, scale=model.cfg.sf).clamp(-1, 1), hr, lr)}
+        for k in steps: rows[str(k or model.default_steps or model.T)] = sr_and_measures(model, hr, k, seed=seed)[2]
+        for method, m in rows.items():
+            for key in ("psnr_y", "grain", "texture", "detail_corr"):
+                out.setdefault(key, {}).setdefault(name, {})[method] = float(m[key])
+    return out
 
 # %% ../nbs/06a_model.ipynb #363368b2
 _SWIN_BUFFERS = ("attn_mask", "relative_position_index")
