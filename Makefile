@@ -12,11 +12,18 @@ export OMP_WAIT_POLICY
 
 .PHONY: install demo test check-clean check-export lint nbtest pytest browser lab docs bench clean
 
-$(STAMP): setup.py settings.ini
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
-	touch $(STAMP)
+# pip, quietly: no version check, no prompts, no progress; errors and real warnings still show. The grep drops one
+# line per package that this machine's pip configuration produces (an extra local index that lacks most packages);
+# pipefail keeps pip's exit status.
+PIP_QUIET := --disable-pip-version-check --no-input -q
+PIP_FILTER := { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory\.$$" || true; }
+
+$(STAMP): setup.py settings.ini pyproject.toml
+	@test -x $(BIN)/python || { echo "creating $(VENV)"; $(PY) -m venv $(VENV); }
+	@echo "installing tadsr with the [dev] extra into $(VENV) (torch, the lessons' and the docs' tools; a few minutes the first time)"
+	@set -o pipefail; $(BIN)/pip install $(PIP_QUIET) --upgrade pip 2>&1 | $(PIP_FILTER)
+	@set -o pipefail; $(BIN)/pip install $(PIP_QUIET) -e ".[dev]" 2>&1 | $(PIP_FILTER)
+	@touch $(STAMP)
 
 install: $(STAMP)
 
