@@ -12,11 +12,18 @@ export OMP_WAIT_POLICY
 
 .PHONY: install demo test check-clean check-export lint nbtest pytest browser lab docs bench clean
 
-$(STAMP): setup.py settings.ini
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
-	touch $(STAMP)
+# pip, quietly: no version check, no prompts, no progress; errors and real warnings still show. The grep drops one
+# line per package that this machine's pip configuration produces (an extra local index that lacks most packages);
+# pipefail keeps pip's exit status.
+PIP_QUIET := --disable-pip-version-check --no-input -q
+PIP_FILTER := { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory\.$$" || true; }
+
+$(STAMP): setup.py settings.ini pyproject.toml
+	@test -x $(BIN)/python || { echo "creating $(VENV)"; $(PY) -m venv $(VENV); }
+	@echo "installing tadsr with the [dev] extra into $(VENV) (torch, the lessons' and the docs' tools; a few minutes the first time)"
+	@set -o pipefail; $(BIN)/pip install $(PIP_QUIET) --upgrade pip 2>&1 | $(PIP_FILTER)
+	@set -o pipefail; $(BIN)/pip install $(PIP_QUIET) -e ".[dev]" 2>&1 | $(PIP_FILTER)
+	@touch $(STAMP)
 
 install: $(STAMP)
 
@@ -50,20 +57,32 @@ nbtest: $(STAMP)
 pytest: $(STAMP) browser
 	TADSR_TIER=quick $(BIN)/python -m pytest -q tests
 
-## Debian's chromium for the docs browser test (tests/test_docs_browser.py); these machines run as root.
+## Debian's chromium and its chromedriver for the browser tests (tests/test_docs_browser.py, tests/test_lab_browser.py);
+## these machines run as root.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium (apt-get) for the docs browser test"; \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
-	  || echo "WARNING: could not install chromium: tests/test_docs_browser.py will skip its browser checks"; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+	  echo "installing chromium and chromium-driver (apt-get) for the browser tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	  || echo "WARNING: could not install chromium / chromium-driver: the browser tests will skip their browser checks"; }
 
 ## The docs site, offline and without Quarto: notebooks executed (QUICK tier; TADSR_DOCS_TIER=default for a
 ## learner's figures) -> nbdev processing -> mkdocs-material + mkdocs-jupyter -> docs/. Read: python -m http.server -d docs
 docs: $(STAMP)
 	$(BIN)/python scripts/build_docs.py
 
-## JupyterLab on the notebooks (widgets work out of the box with ipywidgets 8).
+## JupyterLab on the notebooks (widgets work out of the box with ipywidgets 8), on this machine only (127.0.0.1).
+## --allow-root: JupyterLab refuses to start as root without it (these machines run as root); harmless otherwise.
+## LAB_PORT=9999 make lab picks another port; the server stops instead of silently moving to a port the URL misses.
+LAB_PORT ?= 8888
 lab: $(STAMP)
-	$(BIN)/jupyter lab nbs
+	@token=$$($(BIN)/python -c "import secrets; print(secrets.token_hex(24))"); \
+	echo ""; \
+	echo "  JupyterLab (stop with Ctrl-C). Open this URL in your browser:"; \
+	echo ""; \
+	echo "      http://127.0.0.1:$(LAB_PORT)/lab?token=$$token"; \
+	echo ""; \
+	exec $(BIN)/jupyter lab nbs --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.port_retries=0 --allow-root \
+	  --IdentityProvider.token=$$token
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_unet.py

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-import matplotlib.pyplot as plt
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _st_save
 import tadsr
@@ -198,6 +197,7 @@ def show_images(images,                        # (B,3,H,W) tensor in [-1,1], or 
                 scale: float = 2.5,            # inches per image (capped so a row is <= 8 inches)
                ):                              # matplotlib Figure
     "Show images in a grid; returns the figure."
+    import matplotlib.pyplot as plt             # imported here: the upscale path (tadsr.inference) never loads matplotlib
     imgs = _as_pil_list(images)
     if titles is not None and len(titles) != len(imgs):
         raise ValueError(f"got {len(imgs)} images but {len(titles)} titles")

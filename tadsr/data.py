@@ -21,7 +21,8 @@ __all__ = ['IMAGE_SUFFIXES', 'bundled_photos', 'validation_photos', 'find_images
 # %% ../nbs/01_data.ipynb #648becc5
 def bundled_photos() -> dict[str, Image.Image]: # name -> RGB image; the training photos
     "The colour photographs bundled with scikit-image (training split)."
-    import skimage.data as sd                       # imported lazily: only this function needs it
+    try: import skimage.data as sd                  # imported lazily: only this function needs it
+    except ImportError as e: raise ImportError("bundled_photos needs scikit-image: pip install 'tadsr[lessons]'") from e
     left, right, _ = sd.stereo_motorcycle()
     arrays = {'astronaut': sd.astronaut(), 'chelsea': sd.chelsea(), 'coffee': sd.coffee(),
               'rocket': sd.rocket(), 'motorcycle_left': left, 'motorcycle_right': right}
@@ -29,7 +30,8 @@ def bundled_photos() -> dict[str, Image.Image]: # name -> RGB image; the trainin
 
 def validation_photos() -> dict[str, Image.Image]: # name -> RGB image; held out, never trained on
     "scikit-learn's sample photos `china` and `flower`: the validation split."
-    from sklearn.datasets import load_sample_images
+    try: from sklearn.datasets import load_sample_images
+    except ImportError as e: raise ImportError("validation_photos needs scikit-learn: pip install 'tadsr[lessons]'") from e
     s = load_sample_images()
     return {Path(f).stem: Image.fromarray(a) for f, a in zip(s.filenames, s.images)}
 

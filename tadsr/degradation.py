@@ -10,7 +10,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from scipy.special import j1
 from .core import quantize_8bit
 
 # %% auto #0
@@ -115,6 +114,8 @@ def sinc_kernel(k: int,        # odd kernel size
                 pad_to: int = 0, # zero-pad (centred) to this odd size; 0: no padding
                ) -> np.ndarray:  # (max(k,pad_to),)*2 float64, sums to 1
     "2-D sinc (ideal circular low-pass) kernel omega*J1(omega r)/(2 pi r)."
+    try: from scipy.special import j1                 # imported here: only this kernel needs SciPy (Bessel J1)
+    except ImportError as e: raise ImportError("sinc_kernel needs SciPy: pip install scipy (or 'tadsr[lessons]')") from e
     ax = np.arange(k, dtype=np.float64) - (k - 1) / 2
     r = np.hypot(*np.meshgrid(ax, ax))
     with np.errstate(divide='ignore', invalid='ignore'):

@@ -12,16 +12,16 @@ def _fixtures_path() -> Path:
     if env:
         p = Path(env)
         return p / "resshift" if (p / "resshift").is_dir() else p
-    return ROOT.parent / "shared" / "fixtures" / "resshift"
+    return ROOT / "tests" / "fixtures" / "resshift"                  # shipped with the repository (see its README)
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    "Folder with the official ResShift fixtures; skips the test when it is absent (as on a user's clone)."
+    "Folder with the official ResShift fixtures (tests/fixtures/resshift, or $TADSR_FIXTURES); skips if it is absent."
     p = _fixtures_path()
     if not (p / "schedule.json").is_file():
-        pytest.skip(f"ResShift reference fixtures not found at {p} (set $TADSR_FIXTURES to the folder holding "
-                    "resshift/schedule.json); parity tests need the official-implementation tensors")
+        pytest.skip(f"ResShift reference fixtures not found at {p} (they ship in tests/fixtures/resshift; "
+                    "$TADSR_FIXTURES, if set, must name a folder holding schedule.json or resshift/schedule.json)")
     return p
 
 
