@@ -1,12 +1,16 @@
 """Properties of the distillation losses (lesson 09, `tadsr.losses`): the HSD gradient identity, no bias at the optimum,
-stop-gradient through the teacher, shared noise, t' range, and the two legacy switches of the released code."""
+stop-gradient through the teacher, shared noise, t' range, the two legacy switches of the released code; the 1-D toy
+against its closed forms (SDS bias, HSD zero, posterior sample = 2 x MMSE); the explorer's plain functions."""
 import pytest
 import torch
 import torch.nn as nn
 
 from tadsr.diffusion import ScheduleConfig, make_schedule, q_sample, scale_input
-from tadsr.losses import (eps_from_x0, hsd_loss, renoise_noise, sample_tprime, score_distill_loss, sds_loss,
-                          vanilla_loss)
+from tadsr.losses import (GaussMix, ToyTeacher, eps_from_x0, explorer_png, explorer_text, gauss_gain, gauss_mmse,
+                          gauss_param_grads, hsd_explorer, hsd_loss, photo_grads, posterior_errors, renoise_noise,
+                          sample_tprime, score_distill_loss, sds_loss, toy_eps_hat, toy_g, toy_grad_curves,
+                          toy_param_grads, toy_posterior, toy_posterior_sample, toy_sds_bias, toy_teacher_map,
+                          toy_x0_hat, vanilla_loss)
 from tiny_model import tiny_model
 
 
@@ -300,3 +304,213 @@ def test_nonfinite_scores_are_zeroed():
     loss.backward()
     assert info["nonfinite"] == 2 and torch.isfinite(loss) and torch.isfinite(zs.grad).all()
     assert (info["g"][0, 0, 0, :2] == 0).all() and info["g"].abs().sum() > 0
+
+
+# --- the 1-D toy with an exact teacher (closed forms) -------------------------------------------------------------
+
+K05 = make_schedule(ScheduleConfig.realsr_v1(kappa=0.5))     # the shipped teacher's schedule family
+K2 = make_schedule(ScheduleConfig.realsr_v1())               # the official one
+GAUSS = GaussMix((0.03,), (0.05,), (1.0,))                   # mu != 0 exercises every term of the closed forms
+MIX = GaussMix((-0.1, 0.1), (0.03, 0.03), (0.5, 0.5))
+
+
+def _coefs(sched, t):
+    eta = sched.etas[t].item()
+    return 1 - eta, eta, sched.kappa * eta ** 0.5
+
+
+def _gen(seed): return torch.Generator().manual_seed(seed)
+
+
+def test_gaussmix_validation_and_sampling():
+    with pytest.raises(ValueError, match="one entry per component"): GaussMix((0.0, 1.0), (0.1,), (1.0,))
+    with pytest.raises(ValueError, match="sum 1"): GaussMix((0.0,), (0.1,), (0.5,))
+    with pytest.raises(ValueError, match="stds must be > 0"): GaussMix((0.0,), (0.0,), (1.0,))
+    x = MIX.sample(200000, _gen(0))
+    assert abs(x.mean().item()) < 1e-3 and abs(x.var().item() - (0.1 ** 2 + 0.03 ** 2)) < 2e-4   # mixture moments
+
+
+@pytest.mark.parametrize("sched", [K05, K2])
+def test_toy_posterior_gaussian_closed_form(sched):
+    "One Gaussian: posterior N(mu + a s^2 r / D, s^2 sigma^2 / D), r = z - a mu - eta y; eps_hat = sigma r / D (Tweedie)."
+    z = torch.linspace(-1, 1, 41, dtype=torch.float64)
+    mu, s, y = 0.03, 0.05, 0.2
+    for t in (0, 1, 7, 14):
+        a, eta, sig = _coefs(sched, t)
+        r, D = z - a * mu - eta * y, a * a * s * s + sig * sig
+        resp, m, v = toy_posterior(z, t, GAUSS, sched, y)
+        torch.testing.assert_close(resp[:, 0], torch.ones_like(z))
+        torch.testing.assert_close(m[:, 0], mu + a * s * s * r / D, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(v[:, 0], torch.full_like(z, s * s * sig * sig / D), rtol=1e-12, atol=0)
+        torch.testing.assert_close(toy_x0_hat(z, t, GAUSS, sched, y), mu + a * s * s * r / D, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(toy_eps_hat(z, t, GAUSS, sched, y), sig * r / D, rtol=1e-9, atol=1e-9)
+
+
+def test_toy_posterior_mixture_is_bayes_rule():
+    "Mixture: posterior mean and variance equal brute-force Bayes' rule on a fine grid."
+    z, t = torch.tensor([-0.15, -0.02, 0.0, 0.05, 0.2], dtype=torch.float64), 1
+    a, _, sig = _coefs(K05, t)
+    grid = torch.linspace(-0.6, 0.6, 60001, dtype=torch.float64)
+    x = (grid[1:] + grid[:-1]) / 2
+    post = (MIX.cdf(grid[1:]) - MIX.cdf(grid[:-1])) * torch.exp(-0.5 * ((z[:, None] - a * x) / sig) ** 2)
+    post = post / post.sum(1, keepdim=True)
+    mean = (post * x).sum(1)
+    resp, m, v = toy_posterior(z, t, MIX, K05)
+    torch.testing.assert_close(toy_x0_hat(z, t, MIX, K05), mean, rtol=0, atol=1e-6)
+    var_formula = (resp * (v + m * m)).sum(-1) - (resp * m).sum(-1) ** 2       # law of total variance
+    torch.testing.assert_close(var_formula, (post * x * x).sum(1) - mean ** 2, rtol=1e-4, atol=1e-8)
+
+
+def test_toy_eps_hat_is_the_lessons_eq14():
+    "toy_eps_hat = eps_from_x0 (the losses' eq. 14) applied to the exact x0, for y != 0 and per-sample t."
+    z = torch.linspace(-0.3, 0.3, 15, dtype=torch.float64).view(-1, 1, 1, 1)
+    t = torch.arange(15)
+    zy = torch.full_like(z, 0.1)
+    tt = t.view(-1, 1, 1, 1)
+    x0 = toy_x0_hat(z, tt, MIX, K05, zy)
+    torch.testing.assert_close(toy_eps_hat(z, tt, MIX, K05, zy), eps_from_x0(z, x0, zy, t, K05))
+
+
+def test_toy_teacher_map():
+    "Q(u) = mu + s u for one Gaussian; for the mixture cdf(Q(u)) = Phi(u) and Q is increasing."
+    u = torch.randn(1000, generator=_gen(0), dtype=torch.float64)
+    torch.testing.assert_close(toy_teacher_map(u, GAUSS), 0.03 + 0.05 * u, rtol=0, atol=1e-12)
+    q = toy_teacher_map(u, MIX)
+    torch.testing.assert_close(MIX.cdf(q), 0.5 * (1 + torch.erf(u / 2 ** 0.5)), rtol=0, atol=1e-12)
+    order = u.argsort()
+    assert (q[order].diff() > 0).all()
+
+
+def test_toy_posterior_sample_moments():
+    "Posterior samples of one Gaussian at a fixed z_t have the closed-form mean and variance."
+    t, z = 2, torch.full((200000,), 0.07, dtype=torch.float64)
+    a, _, sig = _coefs(K05, t)
+    D = a * a * 0.05 ** 2 + sig * sig
+    x = toy_posterior_sample(z, t, GAUSS, K05, generator=_gen(1))
+    m, v = 0.03 + a * 0.05 ** 2 * (0.07 - a * 0.03) / D, 0.05 ** 2 * sig * sig / D
+    assert abs(x.mean().item() - m) < 4 * (v / 2e5) ** 0.5
+    assert abs(x.var().item() / v - 1) < 0.02
+    xm = toy_posterior_sample(torch.full((100000,), 0.0, dtype=torch.float64), 0, MIX, K05, generator=_gen(2))
+    assert 0.45 < (xm > 0).double().mean().item() < 0.55                  # z_t = 0 at t'=0: both modes, equally
+
+
+def test_toy_sds_direction_closed_form():
+    "Gaussian: per draw g_SDS = k (z0 - mu) + (sigma^2/D - 1) eps' exactly; its mean over eps' is the bias k (z0 - mu)."
+    z0 = torch.linspace(-0.2, 0.2, 9, dtype=torch.float64)
+    noise = torch.randn(9, generator=_gen(0), dtype=torch.float64)
+    for t in (0, 1, 2):
+        a, _, sig = _coefs(K05, t)
+        D, k = a * a * 0.05 ** 2 + sig * sig, gauss_gain(0.05, K05, t).item()
+        torch.testing.assert_close(k, a * sig / D)
+        want = k * (z0 - 0.03) + (sig * sig / D - 1) * noise
+        torch.testing.assert_close(toy_g("sds", z0, None, t, GAUSS, K05, noise), want, rtol=1e-9, atol=1e-12)
+        b, se = toy_sds_bias(z0, t, GAUSS, K05, 20000, _gen(t))
+        assert ((b - k * (z0 - 0.03)).abs() < 4 * se).all()
+        assert (b[[0, -1]].abs() > 10 * se[[0, -1]]).all()                 # the bias is real, not MC noise
+
+
+def test_toy_hsd_direction():
+    "HSD: g = k (z0_stu - z0_tch) exactly for one Gaussian (the noise cancels); exactly 0 when z0_stu == z0_tch."
+    z0s = torch.linspace(-0.2, 0.2, 9, dtype=torch.float64)
+    z0t = z0s.flip(0)
+    noise = torch.randn(9, generator=_gen(0), dtype=torch.float64)
+    for t in (0, 1, 2, 10):
+        k = gauss_gain(0.05, K05, t)
+        torch.testing.assert_close(toy_g("hsd", z0s, z0t, t, GAUSS, K05, noise), k * (z0s - z0t), rtol=1e-9, atol=1e-12)
+        assert toy_g("hsd", z0s, z0s, t, MIX, K05, noise).abs().max() == 0
+        assert toy_g("hsd", z0s, z0t, t, MIX, K05, noise).abs().max() > 0
+    with pytest.raises(ValueError, match="kind"): toy_g("dmd", z0s, z0t, 0, MIX, K05, noise)
+
+
+def test_toy_student_gradients_closed_form():
+    "E[g dz0/dtheta]: SDS's spread gradient at the optimum is k (mu^2 + s^2) - k mu^2 = k s^2 > 0; HSD's is exactly 0."
+    for t in (0, 1, 2):
+        k = gauss_gain(0.05, K05, t).item()
+        torch.testing.assert_close(gauss_param_grads("sds", GAUSS, K05, t, 0.0, 1.0),
+                                   torch.tensor([0.0, k * 0.05 ** 2], dtype=torch.float64))
+        torch.testing.assert_close(gauss_param_grads("hsd", GAUSS, K05, t, 0.0, 1.0), torch.zeros(2, dtype=torch.float64))
+        sds = toy_param_grads("sds", GAUSS, K05, t, 0.0, 1.0, 40000, _gen(t))
+        assert ((sds["mean"] - gauss_param_grads("sds", GAUSS, K05, t, 0.0, 1.0)).abs() < 4 * sds["se"]).all()
+        assert sds["mean"][1] > 10 * sds["se"][1]
+        for data in (GAUSS, MIX):
+            assert toy_param_grads("hsd", data, K05, t, 0.0, 1.0, 2000, _gen(t))["mean"].abs().max() == 0
+        for kind, m, c in (("sds", 0.01, 0.7), ("hsd", 0.01, 0.7), ("hsd", 0.0, -1.0), ("sds", -0.02, 0.0)):
+            r = toy_param_grads(kind, GAUSS, K05, t, m, c, 40000, _gen(10 + t))
+            assert ((r["mean"] - gauss_param_grads(kind, GAUSS, K05, t, m, c)).abs() <= 4 * r["se"] + 1e-12).all(), (kind, m, c)
+    with pytest.raises(ValueError, match="one Gaussian"): gauss_param_grads("sds", MIX, K05, 0, 0.0, 1.0)
+
+
+def test_posterior_sample_has_twice_the_mmse():
+    "E(sample - z0)^2 = 2 E(mean - z0)^2 = 2 MMSE (closed form for one Gaussian), any data."
+    n = 100000
+    for t in (0, 2, 14):
+        em, es = posterior_errors(GAUSS, K05, t, n, _gen(t))
+        mmse = gauss_mmse(0.05, K05, t).item()
+        a, _, sig = _coefs(K05, t)
+        torch.testing.assert_close(mmse, 0.05 ** 2 * sig ** 2 / (a * a * 0.05 ** 2 + sig ** 2))
+        assert abs(em.mean().item() - mmse) < 4 * em.std().item() / n ** 0.5
+        for data in (GAUSS, MIX):
+            em, es = posterior_errors(data, K05, t, n, _gen(100 + t))
+            ex = es - 2 * em
+            assert abs(ex.mean().item()) < 4 * ex.std().item() / n ** 0.5
+            assert 1.9 < (es.mean() / em.mean()).item() < 2.1
+
+
+def test_toy_teacher_through_the_exported_losses():
+    "ToyTeacher in sds_loss / hsd_loss gives toy_g's g, and autograd on (m, c) gives the mean of g * dz0/dtheta."
+    teacher = ToyTeacher(MIX, K05)
+    assert teacher.T == 15
+    u, noise = torch.randn(500, generator=_gen(0), dtype=torch.float64), torch.randn(500, generator=_gen(1), dtype=torch.float64)
+    q = toy_teacher_map(u, MIX)
+    for kind in ("sds", "hsd"):
+        theta = torch.tensor([0.02, 0.7], dtype=torch.float64, requires_grad=True)
+        z0 = (theta[0] + theta[1] * q).view(-1, 1, 1, 1)
+        loss, info = score_distill_loss(kind, teacher, z0, q.view(-1, 1, 1, 1), torch.zeros_like(z0), None, t=2,
+                                        noise=noise.view(-1, 1, 1, 1))
+        loss.backward()
+        g = toy_g(kind, 0.02 + 0.7 * q, q, 2, MIX, K05, noise)
+        torch.testing.assert_close(info["g"].flatten(), g, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(theta.grad, torch.stack([g.mean(), (g * q).mean()]), rtol=1e-9, atol=1e-15)
+    # a per-sample t' and a non-zero LR value y go through as well
+    zy = torch.full((3, 1, 1, 1), 0.2, dtype=torch.float64)
+    zt = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64).view(-1, 1, 1, 1)
+    x0 = teacher.predict_x0(zt, torch.tensor([0, 1, 2]), zy)
+    torch.testing.assert_close(x0.flatten(), torch.stack([toy_x0_hat(zt[i, 0, 0, 0], i, MIX, K05, 0.2) for i in range(3)]))
+
+
+# --- the explorer's plain functions --------------------------------------------------------------------------------
+
+def test_toy_grad_curves():
+    cs = [0.0, 1.0]
+    r = toy_grad_curves(GaussMix((0.0,), (0.05,), (1.0,)), K05, cs, n=500)
+    assert r["mean"].shape == r["se"].shape == r["closed"].shape == (2, 15, 2)
+    assert r["mean"][1, :, 1].abs().max() == 0 and (r["mean"][0, :, 1] > 0).all()          # HSD 0, SDS not, at c = 1
+    torch.testing.assert_close(r["closed"][0, 3, 1], gauss_param_grads("sds", GaussMix((0.0,), (0.05,), (1.0,)), K05, 3, 0.0, 1.0)[1])
+    assert toy_grad_curves(MIX, K05, cs, n=200)["closed"] is None
+
+
+def test_photo_grads_and_explorer(tiny):
+    "photo_grads batches t' = 0..T-1 without changing g; the explorer's picture and text follow the slider."
+    z0_stu, z0_tch, zy, lq = (x[:1] for x in _batch())
+    noise = renoise_noise(z0_stu, _gen(4))
+    photo = photo_grads(tiny, z0_stu, z0_tch, zy, lq, noise=noise)
+    assert photo["hsd"].shape == photo["sds"].shape == (15, 48, 32, 32)
+    for t in (0, 7):
+        _, h = hsd_loss(tiny, z0_stu, z0_tch, zy, lq, t=t, noise=noise)
+        torch.testing.assert_close(photo["hsd"][t:t + 1], h["g"], rtol=1e-4, atol=1e-4 * h["g"].abs().max().item())
+        assert abs(photo["rms_hsd"][t].item() - h["g_rms"]) < 1e-4 * h["g_rms"]
+    assert ((photo["hf_hsd"] > 0) & (photo["hf_hsd"] < 1)).all() and 0.9 < photo["hf_white"] < 1
+    same = photo_grads(tiny, z0_tch, z0_tch, zy, lq, noise=noise)
+    assert same["hsd"].abs().max() == 0 and (same["rms_sds"] > 0).all()
+    with pytest.raises(ValueError, match="one image"): photo_grads(tiny, *(x[:2] for x in _batch()), noise=None)
+    curves = toy_grad_curves(GaussMix((0.0,), (0.05,), (1.0,)), tiny.sched, [0.5, 1.0], n=200)
+    png0, png3 = explorer_png(curves, photo, 0), explorer_png(curves, photo, 3)
+    assert png0[:8] == b"\x89PNG\r\n\x1a\n" and png0 != png3
+    assert (int.from_bytes(png0[16:20], "big"), int.from_bytes(png0[20:24], "big")) == (640, 400)   # fits 1280x900
+    text = explorer_text(curves, photo, tiny.sched, 3)
+    assert "t' = 3" in text and f"{photo['rms_hsd'][3]:.3f}" in text
+    ex = hsd_explorer(curves, photo, tiny.sched)
+    slider, img, info = ex.children
+    assert img.layout.width == "640px" and img.layout.height == "400px"             # natural size, not stretched
+    slider.value = 3
+    assert img.value == png3 and info.value == text
