@@ -54,7 +54,7 @@ def _lpips_shim():
 
 def _preset(small: bool):
     "(TeacherConfig, label) of the measured architecture."
-    from tadsr.teacher import TeacherConfig
+    from tadsr.model import TeacherConfig
     if small: return TeacherConfig.cpu(), "cpu (--small: the reduced CPU preset, NOT the paper's architecture)"
     return TeacherConfig.official_realsr_v1(), "official_realsr_v1 (118.6 M UNet + 55.3 M VQ-f4, random weights)"
 
@@ -62,7 +62,7 @@ def _preset(small: bool):
 def _build(cfg, device, seed: int = 0):
     "A `DiffusionSR` with random weights on `device` (built there directly when possible: fast on a GPU)."
     import torch
-    from tadsr.teacher import DiffusionSR
+    from tadsr.model import DiffusionSR
     torch.manual_seed(seed)
     try:
         with torch.device(device): net = DiffusionSR(cfg)
@@ -94,7 +94,7 @@ def _time(fn, repeats: int, warmup: int) -> dict:
 def latency(net, device, steps: int, bf16: bool, repeats: int, warmup: int, side: int = 64) -> dict:
     "Median/min ms of `super_resolve(net, lr, steps)` for a side x side LR (default 64x64), batch 1."
     import torch
-    from tadsr.teacher import super_resolve
+    from tadsr.model import super_resolve
     lr, noise = _inputs(net, device, side)
     def run():
         with torch.no_grad(), _amp(device, bf16): return super_resolve(net, lr, steps, noise=noise)
@@ -145,7 +145,7 @@ def one_step_variants(net, device, repeats: int, warmup: int, side: int = 64) ->
     `scripts/op_census.py`). Autocast's weight cache is off: a cached cast made during capture would be reused
     outside its graph. Each variant's max |difference| to eager autocast is recorded; a failure is recorded, never fatal."""
     import torch
-    from tadsr.teacher import super_resolve
+    from tadsr.model import super_resolve
     lr, noise = _inputs(net, device, side)
     def run():
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False):

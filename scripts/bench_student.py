@@ -35,7 +35,7 @@ def main():
     torch.set_num_threads(a.threads)
     from tadsr.core import load_pretrained
     from tadsr.inference import DEFAULT_TILE, for_inference
-    from tadsr.teacher import super_resolve
+    from tadsr.model import super_resolve
     teacher, student = load_pretrained("teacher").eval(), load_pretrained("student").eval()
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1

@@ -35,7 +35,7 @@ def _model(threads: int):
     import torch
     torch.set_num_threads(threads)
     from tadsr.core import load_pretrained, registry
-    from tadsr.teacher import DiffusionSR, TeacherConfig
+    from tadsr.model import DiffusionSR, TeacherConfig
     if "teacher" in registry():
         return load_pretrained("teacher").eval(), "shipped 'teacher' weights (tadsr/weights)"
     torch.manual_seed(0)

@@ -65,7 +65,9 @@ def evaluate(a):
     from tadsr.distill import export_student
     from tadsr.evaluate import lpips_setup, score
     from tadsr.metrics import hf_energy
-    from tadsr.teacher import center_crop_multiple, make_lr, super_resolve
+    from tadsr.core import center_crop_multiple
+    from tadsr.degradation import make_lr
+    from tadsr.model import super_resolve
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     out = Path(a.out)
     lp, reason = lpips_setup()                         # the same metrics as `tadsr eval` (tadsr.evaluate.score)

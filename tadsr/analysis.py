@@ -22,7 +22,9 @@ from PIL import Image
 # %% ../nbs/08_score_gaps.ipynb #060e6aba
 from .core import load_image, tensor_to_pil
 from .diffusion import q_sample, extract
-from .teacher import DiffusionSR, sample_latent, make_lr, center_crop_multiple
+from .model import DiffusionSR
+from .degradation import make_lr
+from .core import center_crop_multiple
 
 # %% ../nbs/08_score_gaps.ipynb #bf40c927
 def score_from_x0(zt: Tensor,       # noisy latent (B,C,h,w)
@@ -125,9 +127,9 @@ def sr_latents(teacher: DiffusionSR,           # makes z0^tch (and z0^stu when `
     lq = make_lr(hr, teacher.cfg.sf)
     z0, zy = teacher.encode_pair(hr, lq)
     eps = torch.randn(zy.shape, generator=generator, dtype=zy.dtype).to(zy.device)   # prior noise of z_T
-    tch = sample_latent(teacher, zy, lq, steps, noise=eps)                          # eq. 3, T steps
+    tch = teacher.sample_latent(zy, lq, steps, noise=eps)                          # eq. 3, T steps
     net, k = (teacher, 1) if student is None else (student, getattr(student, "default_steps", None) or 1)
-    return dict(hr=z0, tch=tch, stu=sample_latent(net, zy, lq, k, noise=eps)), zy, lq
+    return dict(hr=z0, tch=tch, stu=net.sample_latent(zy, lq, k, noise=eps)), zy, lq
 
 # %% ../nbs/08_score_gaps.ipynb #e108a71b
 GAP_KEYS = ("tch", "hr", "white_tch", "white_hr")    # latents compared with the one-step output

@@ -31,7 +31,7 @@ def sample_t_disc(B: int,                  # batch size
                   generator=None,          # torch.Generator for reproducible draws (CPU)
                   device=None,             # where the result goes
                  ) -> torch.LongTensor:    # (B,) int64, uniform in {0, ..., T-2}
-    "Per-sample discriminator timesteps, uniform in {0..T-2} as the official code draws them (spec §6.3)."
+    "Per-sample discriminator timesteps, uniform in {0..T-2} as the official code draws them."
     if T < 2: raise ValueError(f"T must be >= 2 to draw t from {{0..T-2}}; got T={T}")
     return torch.randint(0, T - 1, (B,), generator=generator).to(device)
 
@@ -154,9 +154,11 @@ def d_hinge_loss(disc: nn.Module,          # the discriminator, `disc(feats, t) 
                  fake_feats: list,         # features of noised student outputs (detached here)
                  t: Tensor,                # (B,) the shared step indices
                 ) -> Tensor:               # scalar
-    "Eq. 12 with the code's flat mean: mean relu(1 - D(real)) + mean relu(1 + D(sg(fake)))."
-    real = disc([f.detach() for f in real_feats], t)
-    fake = disc([f.detach() for f in fake_feats], t)
+    "Eq. 12 with the code's flat mean: mean relu(1 - D(real)) + mean relu(1 + D(sg(fake))); one call of D on both."
+    n = real_feats[0].shape[0]
+    both = [torch.cat([r.detach(), f.detach()]) for r, f in zip(real_feats, fake_feats)]   # real first, then fake
+    out = disc(both, None if t is None else torch.cat([torch.as_tensor(t)] * 2) if torch.as_tensor(t).ndim else t)
+    real, fake = out[:n], out[n:]
     return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
 
 def g_hinge_loss(disc: nn.Module, fake_feats: list, t: Tensor) -> Tensor:

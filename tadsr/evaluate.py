@@ -28,7 +28,9 @@ from .data import find_images, validation_photos
 from .degradation import bicubic_resize
 from .inference import MIN_LR_SIDE, DEFAULT_TILE, for_inference, upscale_tensor
 from .metrics import LPIPS, Timer, hf_energy, hf_energy_map, lpips_available, lpips_weights_path, psnr_y, ssim_y
-from .teacher import DiffusionSR, center_crop_multiple, make_lr
+from .model import DiffusionSR
+from .core import center_crop_multiple
+from .degradation import make_lr
 
 # %% ../nbs/12_evaluate.ipynb #da96c8dd
 SF = 4   # the scale factor of every tadsr model

@@ -146,6 +146,11 @@ class DiffusionSR(nn.Module):
         "The x0-predictor `(zt, t) -> x0_hat` for this LR image, as lesson 04's `sample` wants it."
         return lambda zt, t: self.predict_x0(zt, t, zy, lq)
 
+    @torch.no_grad()
+    def sample_latent(self, zy, lq, steps: int | None = None, **kw):
+        "Lesson 04's `sample` with this model (no gradients): `steps` K (None: default_steps, else T); `kw` go to `sample`."
+        return sample(self.x0_fn(zy, lq), zy, self.sched, steps or self.default_steps or self.T, **kw)
+
     def features(self, zt, t, zy, lq) -> list:
         "The UNet encoder's multi-scale features at (z_t, t) (the time-aware discriminator's input, lesson 10)."
         return self.unet.encode_features(self.net_input(zt, t, zy), t, lq)
@@ -173,8 +178,8 @@ def super_resolve(model: DiffusionSR, lr: Tensor,            # LR images (B,3,h,
         raise ValueError(f"LR size {tuple(lr.shape[-2:])} must be a multiple of {m}; pad it (tadsr.inference does)")
     _, zy = model.encode_pair(None, lr)
     if noise is None: noise = torch.randn(zy.shape, generator=generator, dtype=zy.dtype).to(zy.device)
-    z0 = sample(model.x0_fn(zy, lr), zy, model.sched, steps or model.default_steps or model.T,
-                deterministic=deterministic, temperature=temperature, noise=noise, generator=generator)
+    z0 = model.sample_latent(zy, lr, steps, deterministic=deterministic, temperature=temperature, noise=noise,
+                             generator=generator)
     return model.latent.decode(z0).clamp(-1, 1)
 
 # %% ../nbs/06a_model.ipynb #3ff6e655

@@ -75,7 +75,7 @@ def train_teacher(model_cfg: ModelConfig, cfg: TeacherTrainConfig, sources, out_
             losses = model.loss(z0, zy, lq, t, noise)                                    # eq. (4), per sample
         run.optimizer_step(losses.mean(), opt, model.unet.parameters())
         run.record(loss=losses.mean()); run.record_per_t("per_t", t, losses, model.T)
-        run.end_step(validate)
+        run.end_step(validate and (lambda: validate(model)))
     history = run.finish()
     return model.eval(), history
 

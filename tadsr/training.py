@@ -189,14 +189,14 @@ class TrainRun:
         s, c = self._acc.setdefault(name, [np.zeros(T), np.zeros(T)])
         np.add.at(s, t.cpu().numpy(), values.detach().float().cpu().numpy()); np.add.at(c, t.cpu().numpy(), 1)
 
-    def end_step(self, validate: Callable | None = None):
-        "Advance: EMA, progress, then log / validate / checkpoint when due."
+    def end_step(self, validate: Callable[[], dict] | None = None):
+        "Advance: EMA, progress, then log / validate (the hook runs with the EMA weights in place) / checkpoint when due."
         self.ema.update(unwrap(self.modules["model"]), self.step)
         self.step += 1; self._n += 1; self.bar.update(1)
         last, c = self.step == self.cfg.steps, self.cfg
         if self.step % c.log_every == 0 or last: self._write_log()
         if validate is not None and c.val_every and self.rank == 0 and (self.step % c.val_every == 0 or last):
-            with self.ema.applied(unwrap(self.modules["model"])) as m: res = validate(m)
+            with self.ema.applied(unwrap(self.modules["model"])): res = validate()
             self.history["val"].append({"step": self.step, **res}); self.log(f"step {self.step}: {res}")
         if self.step % c.ckpt_every == 0 or last: self.save()
 

@@ -39,7 +39,9 @@ from tadsr.analysis import (
 from tadsr.core import load_image, load_pretrained, registry
 from tadsr.data import validation_photos
 from tadsr.metrics import hf_energy
-from tadsr.teacher import DiffusionSR, TeacherConfig, center_crop_multiple, make_lr
+from tadsr.model import DiffusionSR, TeacherConfig
+from tadsr.core import center_crop_multiple
+from tadsr.degradation import make_lr
 
 TS = [0, 2, 7, 14]
 

@@ -7,7 +7,7 @@ import torch
 
 from tadsr.discriminator import (TimeAwareDiscriminator, d_hinge_loss, feature_shapes, freeze, g_hinge_loss,
                                  make_discriminator, noisy_features, sample_t_disc)
-from tadsr.teacher import DiffusionSR, TeacherConfig
+from tadsr.model import DiffusionSR, TeacherConfig
 from tadsr.unet import UNetConfig, count_params
 from tiny_model import tiny_model
 

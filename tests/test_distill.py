@@ -113,7 +113,7 @@ def test_export_student_loads_as_one_step_model(teacher_file, tmp_path, one_thre
 def test_realesrgan_degradation_is_per_item_deterministic():
     "The Real-ESRGAN LR of an item depends only on (seed, item): the same whatever batch/process it lands in."
     from tadsr.distill import _degrade
-    from tadsr.teacher import make_lr
+    from tadsr.degradation import make_lr
     g = torch.Generator().manual_seed(0)
     hr = torch.rand(3, 3, 64, 64, generator=g) * 2 - 1
     d = _cfg(degradation="realesrgan", crop=64)

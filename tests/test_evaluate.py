@@ -26,7 +26,8 @@ from tadsr.evaluate import (Method, Pair, bicubic_method, default_methods, evalu
                             format_table, load_ablation, load_pairs, model_method, paper_tables, parse_models, score,
                             summarise, validation_pairs)
 from tadsr.metrics import LPIPS, psnr_y, ssim_y
-from tadsr.teacher import make_lr, super_resolve
+from tadsr.degradation import make_lr
+from tadsr.model import super_resolve
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # fixture in conftest.py
 TADSR = Path(sys.executable).parent / "tadsr"

@@ -24,7 +24,8 @@ from tadsr.inference import (
     upscale,
     upscale_tensor,
 )
-from tadsr.teacher import DiffusionSR, make_lr
+from tadsr.model import DiffusionSR
+from tadsr.degradation import make_lr
 
 BORDER = 8          # HR pixels excluded at the image border
 
@@ -288,11 +289,10 @@ def test_temperature_zero_ignores_the_seed(net, lr):
 
 def test_temperature_scales_the_prior_noise(net, lr):
     "One step at temperature tau equals one step with the noise multiplied by tau."
-    from tadsr.teacher import sample_latent
     _, zy = net.encode_pair(None, lr[..., :32, :32])
     eps = torch.randn(zy.shape, generator=torch.Generator().manual_seed(0))
-    a = sample_latent(net, zy, lr[..., :32, :32], 3, noise=eps, temperature=0.3)
-    b = sample_latent(net, zy, lr[..., :32, :32], 3, noise=0.3 * eps)
+    a = net.sample_latent(zy, lr[..., :32, :32], 3, noise=eps, temperature=0.3)
+    b = net.sample_latent(zy, lr[..., :32, :32], 3, noise=0.3 * eps)
     assert torch.allclose(a, b, atol=1e-6)
 
 

@@ -161,7 +161,7 @@ def test_op_census_counts_and_time_budget():
     c = op_census(lambda: lin(x).relu())
     assert c["gflop"] == round(2 * 4 * 16 * 8 / 1e9, 2) and c["kernel_calls"] >= 2 and c["aten_calls"] >= c["kernel_calls"]
     from tadsr.recipe import one_step_census
-    from tadsr.teacher import DiffusionSR, TeacherConfig
+    from tadsr.model import DiffusionSR, TeacherConfig
     small = one_step_census(DiffusionSR(TeacherConfig.cpu()).eval(), torch.zeros(1, 3, 32, 32))
     assert set(small) == {"encode", "unet", "decode", "one_step"}
     assert small["one_step"]["kernel_calls"] >= small["unet"]["kernel_calls"] > 100
