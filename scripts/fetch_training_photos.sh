@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
-# Fetch the photographic wallpapers used to train the shipped weights (Debian packages
-# plasma-workspace-wallpapers, GPL-2+/LGPL-3, and mate-backgrounds, GPL-2+) into a scratch folder.
+# Fetch the photographic wallpapers used to train and validate the shipped weights (Debian packages
+# plasma-workspace-wallpapers, GPL-2+/LGPL-3, and mate-backgrounds, GPL-2+) into a scratch folder:
+#   OUTDIR/train/  19 photos the shipped models were trained on
+#   OUTDIR/val/     4 photos held out for choosing settings (never trained on): plasma Kite, Path, EveningGlow, mate LadyBird
+# (scikit-image's chelsea and coffee and scikit-learn's china and flower are held out too; they ship with those packages.)
 # The photos are NOT committed (licence notices); the model card names them.
 # Usage: bash scripts/fetch_training_photos.sh [OUTDIR]   (default /tmp/tadsr_photos)
 set -euo pipefail
 out=${1:-/tmp/tadsr_photos}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$out"
+mkdir -p "$out/train" "$out/val"
 (cd "$work" && apt-get download plasma-workspace-wallpapers mate-backgrounds >/dev/null 2>&1 \
   || { apt-get update -qq >/dev/null && apt-get download plasma-workspace-wallpapers mate-backgrounds >/dev/null; })
 for f in "$work"/*.deb; do dpkg -x "$f" "$work/x"; done
+held_out=" plasma_Kite plasma_Path plasma_EveningGlow mate_LadyBird "
+place() { case "$held_out" in *" $1 "*) echo "$out/val/$1.jpg";; *) echo "$out/train/$1.jpg";; esac; }
 # The 11 photographs among the Plasma wallpapers (the rest are illustrations), largest size of each.
 for name in BytheWater ColdRipple ColorfulCups DarkestHour EveningGlow FallenLeaf Grey Kite OneStandsOut Path summer_1am; do
   best=$(for p in "$work"/x/usr/share/wallpapers/$name/contents/images/*.jpg; do
            b=$(basename "$p" .jpg); echo "$(( ${b%x*} * ${b#*x} )) $p"; done | sort -n | tail -n 1 | cut -d' ' -f2)
-  cp "$best" "$out/plasma_$name.jpg"
+  cp "$best" "$(place "plasma_$name")"
 done
 # The 12 nature photographs of MATE.
-for p in "$work"/x/usr/share/backgrounds/mate/nature/*.jpg; do cp "$p" "$out/mate_$(basename "$p")"; done
-ls "$out" | wc -l | xargs echo "photos in $out:"
+for p in "$work"/x/usr/share/backgrounds/mate/nature/*.jpg; do cp "$p" "$(place "mate_$(basename "$p" .jpg)")"; done
+echo "photos in $out/train: $(ls "$out/train" | wc -l); held out in $out/val: $(ls "$out/val" | wc -l)"

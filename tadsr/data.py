@@ -13,20 +13,23 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from PIL import Image
-from .core import ImageError, load_pil
+from .core import ImageError, load_pil, load_image
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'bundled_photos', 'validation_photos', 'find_images', 'HRCropDataset', 'make_loader']
+__all__ = ['IMAGE_SUFFIXES', 'bundled_photos', 'validation_photos', 'heldout_photos', 'heldout_crops', 'find_images',
+           'HRCropDataset', 'make_loader']
 
 # %% ../nbs/01_data.ipynb #648becc5
+def _skimage_photos(names) -> dict[str, Image.Image]:
+    try: import skimage.data as sd                  # imported lazily: only these functions need it
+    except ImportError as e: raise ImportError("the bundled photos need scikit-image: pip install 'tadsr[lessons]'") from e
+    load = {'astronaut': sd.astronaut, 'chelsea': sd.chelsea, 'coffee': sd.coffee, 'rocket': sd.rocket,
+            'motorcycle_left': lambda: sd.stereo_motorcycle()[0], 'motorcycle_right': lambda: sd.stereo_motorcycle()[1]}
+    return {k: Image.fromarray(np.ascontiguousarray(load[k]()[..., :3])) for k in names}
+
 def bundled_photos() -> dict[str, Image.Image]: # name -> RGB image; the training photos
-    "The colour photographs bundled with scikit-image (training split)."
-    try: import skimage.data as sd                  # imported lazily: only this function needs it
-    except ImportError as e: raise ImportError("bundled_photos needs scikit-image: pip install 'tadsr[lessons]'") from e
-    left, right, _ = sd.stereo_motorcycle()
-    arrays = {'astronaut': sd.astronaut(), 'chelsea': sd.chelsea(), 'coffee': sd.coffee(),
-              'rocket': sd.rocket(), 'motorcycle_left': left, 'motorcycle_right': right}
-    return {k: Image.fromarray(np.ascontiguousarray(v[..., :3])) for k, v in arrays.items()}
+    "The scikit-image colour photographs of the training split."
+    return _skimage_photos(['astronaut', 'rocket', 'motorcycle_left', 'motorcycle_right'])
 
 def validation_photos() -> dict[str, Image.Image]: # name -> RGB image; held out, never trained on
     "scikit-learn's sample photos `china` and `flower`: the validation split."
@@ -34,6 +37,25 @@ def validation_photos() -> dict[str, Image.Image]: # name -> RGB image; held out
     except ImportError as e: raise ImportError("validation_photos needs scikit-learn: pip install 'tadsr[lessons]'") from e
     s = load_sample_images()
     return {Path(f).stem: Image.fromarray(a) for f, a in zip(s.filenames, s.images)}
+
+def heldout_photos() -> dict[str, Image.Image]: # name -> RGB image; never trained on
+    "Every held-out photo available offline: scikit-learn's china and flower, scikit-image's chelsea and coffee."
+    return {**validation_photos(), **_skimage_photos(['chelsea', 'coffee'])}
+
+# %% ../nbs/01_data.ipynb #c53c1f17
+def heldout_crops(side: int = 256,          # crop side (HR pixels), a multiple of 16
+                  per_photo: int = 2,       # 1: the centre; 2: left and right (when the photo is twice as wide)
+                 ) -> dict[str, Tensor]:    # 'photo#j' -> (1,3,side,side) float32 in [-1,1]
+    "Fixed crops of every held-out photo available offline."
+    if side % 16 or side < 16: raise ValueError(f"side must be a positive multiple of 16; got {side}")
+    out = {}
+    for name, pil in heldout_photos().items():
+        x = load_image(pil); H, W = x.shape[-2:]
+        if min(H, W) < side: continue
+        top = (H - side) // 2
+        lefts = [0, W - side] if per_photo > 1 and W >= 2 * side else [(W - side) // 2]
+        for j, left in enumerate(lefts): out[f"{name}#{j}"] = x[..., top:top + side, left:left + side]
+    return out
 
 # %% ../nbs/01_data.ipynb #34b0bab7
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -54,8 +76,8 @@ def _fingerprint(a: np.ndarray) -> tuple: # a: (H,W,3) uint8
 
 @functools.lru_cache(maxsize=1)
 def _validation_keys() -> frozenset:
-    "Fingerprints of the validation photos."
-    return frozenset(_fingerprint(np.asarray(im)) for im in validation_photos().values())
+    "Fingerprints of the held-out photos."
+    return frozenset(_fingerprint(np.asarray(im)) for im in heldout_photos().values())
 
 def _expand_sources(sources) -> list[tuple[str, Image.Image | Path]]:
     "Sources (PIL images, files, folders, or a name->image dict) -> [(name, image or path)]."
@@ -92,7 +114,7 @@ class HRCropDataset(Dataset):
             except ImageError as e:
                 warnings.warn(f"skipping unreadable image {e}"); bad += 1; continue
             if _fingerprint(a) in held_out:
-                raise ValueError(f"{name} is a validation photo (china/flower); it is held out, never trained on")
+                raise ValueError(f"{name} is a held-out photo (china, flower, chelsea or coffee); it is never trained on")
             if min(a.shape[:2]) < crop:
                 warnings.warn(f"skipping {name}: {a.shape[1]}x{a.shape[0]} is smaller than crop={crop}"); small += 1; continue
             self.images.append(a); self.names.append(name)

@@ -16,21 +16,20 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['SF', 'SHIPPED', 'NOT_SHIPPED', 'METRICS', 'COLUMNS', 'ABLATION_PATH', 'PAPER_ABLATION_ROW', 'PAPER_MATCH', 'Pair',
-           'validation_pairs', 'load_pairs', 'Method', 'bicubic_method', 'model_method', 'shipped_methods',
-           'default_methods', 'parse_models', 'lpips_setup', 'score', 'evaluate', 'summarise', 'format_table',
-           'report_notes', 'format_report', 'detail_box', 'compare_figure', 'load_ablation', 'format_ablation',
-           'paper_tables', 'markdown_table', 'beside_paper']
+__all__ = ['SF', 'SHIPPED', 'NOT_SHIPPED', 'METRICS', 'COLUMNS', 'MEAN_COLUMNS', 'ABLATION_PATH', 'PAPER_ABLATION_ROW',
+           'PAPER_MATCH', 'Pair', 'heldout_pairs', 'load_pairs', 'Method', 'bicubic_method', 'model_method',
+           'shipped_methods', 'default_methods', 'parse_models', 'lpips_setup', 'score', 'evaluate', 'summarise',
+           'format_table', 'report_notes', 'format_report', 'detail_box', 'compare_figure', 'load_ablation',
+           'format_ablation', 'paper_tables', 'beside_paper']
 
 # %% ../nbs/12_evaluate.ipynb #ef22c2c9
-from .core import ImageError, WEIGHTS_DIR, load_image, load_pretrained, registry, show_images, zoom_crop
-from .data import find_images, validation_photos
-from .degradation import bicubic_resize
-from .inference import MIN_LR_SIDE, DEFAULT_TILE, for_inference, upscale_tensor
-from .metrics import LPIPS, Timer, hf_energy, hf_energy_map, lpips_available, lpips_weights_path, psnr_y, ssim_y
+from .core import ImageError, WEIGHTS_DIR, load_image, registry, show_images, zoom_crop, markdown_table, mod_crop
+from .data import find_images, heldout_crops
+from .degradation import bicubic_resize, make_lr
+from .inference import MIN_LR_SIDE, DEFAULT_TILE, load_model, upscale_tensor
+from .metrics import LPIPS, Timer, hf_energy, hf_energy_map, lpips_available, lpips_weights_path, detail_measures
 from .model import DiffusionSR
 from .core import center_crop_multiple
-from .degradation import make_lr
 
 # %% ../nbs/12_evaluate.ipynb #da96c8dd
 SF = 4   # the scale factor of every tadsr model
@@ -42,17 +41,12 @@ class Pair(NamedTuple):
     lr: Tensor
     source: str = ""
 
-def validation_pairs(multiple: int = 128,            # HR sides are cropped to multiples of this
-                     max_side: int | None = None,    # and to at most this (None: the whole photo)
-                    ) -> list[Pair]:
-    "The held-out photos (scikit-learn's china, flower), centre-cropped, with LR = `make_lr(hr)`."
-    if max_side is not None and max_side < multiple:
-        raise ValueError(f"max_side must be at least {multiple} for the held-out photos; got {max_side}")
-    out = []
-    for name, pil in validation_photos().items():
-        hr = center_crop_multiple(load_image(pil), multiple, max_side)
-        out.append(Pair(name, hr, make_lr(hr, SF), "scikit-learn sample photo"))
-    return out
+def heldout_pairs(side: int = 256,        # HR crop side (a multiple of 16)
+                  per_photo: int = 2,     # crops per photo (where the photo is wide enough)
+                 ) -> list[Pair]:
+    "Crops of the held-out photos available offline (lesson 01), with LR = `make_lr(hr)`."
+    return [Pair(name, hr, make_lr(hr, SF), "held-out photo (scikit-learn / scikit-image)")
+            for name, hr in heldout_crops(side, per_photo).items()]
 
 # %% ../nbs/12_evaluate.ipynb #bcfd4412
 def _by_stem(folder) -> dict[str, Path]:
@@ -64,11 +58,6 @@ def _by_stem(folder) -> dict[str, Path]:
         if p.stem in out: raise ImageError(f"{p}: same name as {out[p.stem].name}; pairs are matched by name, rename one")
         out[p.stem] = p
     return out
-
-def _mod_crop(x: Tensor, m: int) -> Tensor:
-    "Crop the bottom/right so H and W are multiples of `m` (BasicSR's mod_crop)."
-    H, W = x.shape[-2:]
-    return x[..., :H - H % m, :W - W % m]
 
 def _centre_crop_pair(hr: Tensor, lr: Tensor, max_side: int | None) -> tuple[Tensor, Tensor]:
     "The same centre crop of an aligned pair: LR sides at most `max_side // SF`, HR at 4x the LR box."
@@ -87,7 +76,7 @@ def _read_pair(stem: str, hr_path: Path, lr_path: Path | None, max_side: int | N
             raise ImageError(f"{hr_path}: HR is {W}x{H}; evaluation needs at least {SF * MIN_LR_SIDE}x{SF * MIN_LR_SIDE}")
         hr = center_crop_multiple(hr, SF, max_side)
         return Pair(stem, hr, make_lr(hr, SF), str(hr_path))
-    lr, hr = load_image(lr_path), _mod_crop(hr, SF)
+    lr, hr = load_image(lr_path), mod_crop(hr, SF)
     (h, w), (H, W) = lr.shape[-2:], hr.shape[-2:]
     if (H, W) != (SF * h, SF * w):
         raise ImageError(f"{lr_path}: LR is {w}x{h} but HR {hr_path.name} is {W}x{H} after cropping to a multiple of "
@@ -139,13 +128,6 @@ def model_method(net: DiffusionSR,          # a loaded model (teacher or student
 SHIPPED = {"teacher": "teacher", "student_vanilla": "vanilla", "student": "TAD-SR"}   # registry name -> table prefix
 NOT_SHIPPED = "not available (not shipped)"
 
-def _load_net(name: str, device=None) -> DiffusionSR:
-    "A registry name or a .safetensors path -> a DiffusionSR in eval mode."
-    if name not in registry() and not Path(name).is_file(): raise ValueError(f"{name}: no such model file or shipped model")
-    net = load_pretrained(name)
-    if not isinstance(net, DiffusionSR): raise ValueError(f"{name}: not a super-resolution model ({type(net).__name__})")
-    return for_inference(net, device)
-
 def shipped_methods(name: str,                  # 'teacher', 'student_vanilla', 'student' or a .safetensors path
                     steps=(None,),              # step counts K (None: the model's default)
                     tile: int | None = DEFAULT_TILE,
@@ -158,7 +140,7 @@ def shipped_methods(name: str,                  # 'teacher', 'student_vanilla', 
         ks = [k or (15 if name == "teacher" else 1) for k in steps]       # the shipped defaults
         return [Method(f"{prefix}-{k}", None, k, NOT_SHIPPED) for k in ks]
     nets = {} if _nets is None else _nets
-    if name not in nets: nets[name] = _load_net(name, device)
+    if name not in nets: nets[name] = load_model(name, device)[0]
     net = nets[name]
     ks = [k or getattr(net, "default_steps", None) or net.T for k in steps]
     bad = [k for k in ks if not 1 <= k <= net.T]
@@ -208,24 +190,27 @@ def lpips_setup(lpips=None, # None: AlexNet LPIPS if its weights are on disk; Fa
     return None, (f"the AlexNet backbone file {lpips_weights_path('alex')} is not on this machine "
                   "(tadsr never downloads it; copy it there to get LPIPS)")
 
+METRICS = ("psnr_y", "ssim_y", "lpips", "grain", "texture", "detail_corr", "lr_consistency", "hf_energy", "ms", "mp_per_s")
+
 def score(sr: Tensor,            # (1,3,H,W) output in [-1,1]
           hr: Tensor,            # (1,3,H,W) ground truth in [-1,1]
+          lr: Tensor | None = None,  # (1,3,H/4,W/4) the LR input (for lr_consistency)
           lpips_fn: Callable | None = None,
-         ) -> dict:              # psnr_y (dB, inf if identical), ssim_y, lpips (None without a metric), hf_energy
-    "Full-reference and detail metrics of one SR image."
-    return dict(psnr_y=psnr_y(sr, hr).item(), ssim_y=ssim_y(sr, hr).item(), hf_energy=hf_energy(sr).item(),
-                lpips=None if lpips_fn is None else float(lpips_fn(sr, hr).flatten()[0]))
+         ) -> dict:              # psnr_y, ssim_y, grain, texture, detail_corr, lr_consistency, lpips, hf_energy
+    "Full-reference and detail metrics of one SR image (lesson 03)."
+    m = {k: v.item() for k, v in detail_measures(sr, hr, lr).items()}
+    return dict(m, hf_energy=hf_energy(sr).item(), lpips=None if lpips_fn is None else float(lpips_fn(sr, hr).flatten()[0]))
 
 # %% ../nbs/12_evaluate.ipynb #0496cc0c
 def _row(pair: Pair, name: str, steps, note: str = "", lpips_reason: str = "") -> dict:
     H, W = pair.hr.shape[-2:]
-    return dict(image=pair.name, method=name, steps=steps, size=f"{W}x{H}", psnr_y=None, ssim_y=None, lpips=None,
-                hf_energy=None, ms=None, mp_per_s=None, note=note, lpips_reason=lpips_reason)
+    return dict(image=pair.name, method=name, steps=steps, size=f"{W}x{H}", **{k: None for k in METRICS},
+                note=note, lpips_reason=lpips_reason)
 
 def _hr_row(pair: Pair, lpips_fn, reason: str) -> dict:
     "The ground truth scored against itself: the ceiling of every column."
-    return {**_row(pair, "HR", None, "reference", reason), "psnr_y": math.inf, "ssim_y": 1.0,
-            "lpips": None if lpips_fn is None else 0.0, "hf_energy": hf_energy(pair.hr).item()}
+    return {**_row(pair, "HR", None, "reference", reason), **score(pair.hr, pair.hr, pair.lr),
+            "lpips": None if lpips_fn is None else 0.0}
 
 def _progress(total: int, on: bool):
     from tqdm import tqdm
@@ -249,7 +234,7 @@ def evaluate(methods: list[Method], pairs: list[Pair],
             if m.available:
                 if m.name not in warm: m.run(pair.lr[..., :32, :32], seed); warm.add(m.name)   # untimed warm-up
                 with Timer() as t: sr = m.run(pair.lr, seed)
-                row.update(score(sr, pair.hr, lpips_fn), ms=t.ms, mp_per_s=sr.shape[-2] * sr.shape[-1] / 1e3 / t.ms)
+                row.update(score(sr, pair.hr, pair.lr, lpips_fn), ms=t.ms, mp_per_s=sr.shape[-2] * sr.shape[-1] / 1e3 / t.ms)
                 if outputs is not None: outputs[(pair.name, m.name)] = sr
             rows.append(row); bar.update()
         if hr_row: rows.append(_hr_row(pair, lpips_fn, reason))
@@ -257,10 +242,14 @@ def evaluate(methods: list[Method], pairs: list[Pair],
     return rows
 
 # %% ../nbs/12_evaluate.ipynb #1ef7f1a6
-METRICS = ("psnr_y", "ssim_y", "lpips", "hf_energy", "ms", "mp_per_s")
-
 def _mean(vals):
     return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
+
+def _std(vals):
+    "Sample standard deviation (None with a missing value or fewer than 2 finite values)."
+    if len(vals) < 2 or any(v is None or math.isinf(v) for v in vals): return None
+    m = sum(vals) / len(vals)
+    return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
 
 def summarise(rows: list[dict]) -> list[dict]:
     "One row per method (first-seen order): means over images; `mp_per_s` = total megapixels / total seconds."
@@ -270,6 +259,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for name, rs in out.items():
         s = {**rs[0], "image": f"mean of {len(rs)}", "size": ""}
         s.update({k: _mean([r[k] for r in rs]) for k in METRICS})
+        s.update({f"{k}_std": _std([r[k] for r in rs]) for k in METRICS if k not in ("ms", "mp_per_s")})
         if s["ms"] is not None:
             mp = sum(r["mp_per_s"] * r["ms"] / 1e3 for r in rs)
             s["mp_per_s"] = mp / (sum(r["ms"] for r in rs) / 1e3)
@@ -278,9 +268,13 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 # %% ../nbs/12_evaluate.ipynb #d0a31575
 COLUMNS = {"image": "image", "size": "HR size", "method": "method", "steps": "steps", "psnr_y": "PSNR-Y (dB)",
-           "ssim_y": "SSIM-Y", "lpips": "LPIPS", "hf_energy": "HF energy", "ms": "ms / image",
-           "mp_per_s": "MP/s out", "note": "note"}
-_DIGITS = {"psnr_y": 2, "ssim_y": 4, "lpips": 4, "hf_energy": 4}
+           "ssim_y": "SSIM-Y", "lpips": "LPIPS", "grain": "grain", "texture": "texture", "detail_corr": "detail corr.",
+           "lr_consistency": "LR consistency (dB)", "hf_energy": "HF energy", "ms": "ms / image", "mp_per_s": "MP/s out",
+           "note": "note"}
+MEAN_COLUMNS = ["method", "steps", "psnr_y", "ssim_y", "lpips", "grain", "texture", "detail_corr", "lr_consistency",
+                "ms", "mp_per_s", "note"]
+_DIGITS = {"psnr_y": 2, "ssim_y": 4, "lpips": 4, "grain": 2, "texture": 2, "detail_corr": 3, "lr_consistency": 1,
+           "hf_energy": 4}
 
 def _cell(row: dict, key: str) -> str:
     "A value as text for markdown."
@@ -288,7 +282,8 @@ def _cell(row: dict, key: str) -> str:
     if key == "lpips" and v is None and row.get("lpips_reason") and row.get("psnr_y") is not None: return "not computed"
     if v is None or v == "": return "—" if key in METRICS else ""
     if isinstance(v, float) and math.isinf(v): return "inf"
-    if key in _DIGITS: return f"{v:.{_DIGITS[key]}f}"
+    sd = row.get(f"{key}_std")
+    if key in _DIGITS: return f"{v:.{_DIGITS[key]}f}" + (f" ± {sd:.{_DIGITS[key]}f}" if sd is not None else "")
     if key in ("ms", "mp_per_s"): return f"{v:.3g}" if v < 100 else f"{v:.0f}"
     return str(v)
 
@@ -298,14 +293,14 @@ def _json_safe(v):
 def format_table(rows: list[dict], fmt: str = "markdown", columns=None) -> str:
     "Rows as a 'markdown', 'csv' or 'json' table (columns: `COLUMNS` keys present in the rows)."
     cols = [c for c in (columns or COLUMNS) if any(c in r for r in rows)]
+    cols += [f"{c}_std" for c in cols if any(f"{c}_std" in r for r in rows)] if fmt != "markdown" else []
     if fmt == "json": return json.dumps([{k: _json_safe(r.get(k)) for k in cols + ["lpips_reason"]} for r in rows], indent=1)
     if fmt == "csv":
         buf = io.StringIO(); w = csv.writer(buf, lineterminator="\n"); w.writerow(cols)
         for r in rows: w.writerow(["" if r.get(c) is None else _json_safe(r.get(c)) for c in cols])
         return buf.getvalue()
     if fmt != "markdown": raise ValueError(f"unknown table format {fmt!r}; use markdown, csv or json")
-    lines = ["| " + " | ".join(COLUMNS[c] for c in cols) + " |", "|" + "---|" * len(cols)]
-    return "\n".join(lines + ["| " + " | ".join(_cell(r, c) for c in cols) + " |" for r in rows])
+    return markdown_table([COLUMNS[c] for c in cols], [[_cell(r, c) for c in cols] for r in rows], align="l" * len(cols))
 
 # %% ../nbs/12_evaluate.ipynb #f11fe87c
 def report_notes(rows: list[dict], seed: int | None = None) -> list[str]:
@@ -315,8 +310,12 @@ def report_notes(rows: list[dict], seed: int | None = None) -> list[str]:
     if reason: notes.append(f"LPIPS not computed: {reason}.")
     missing = sorted({r["method"] for r in rows if r.get("note") == NOT_SHIPPED})
     if missing: notes.append(f"Not available (not shipped yet): {', '.join(missing)}.")
-    notes.append("PSNR-Y/SSIM-Y: BT.601 Y channel, 4-pixel border, 8-bit levels (BasicSR). HF energy: share of luma "
-                 "power above 0.25 Nyquist (compare with the HR row). ms/image: wall time on this machine, after a warm-up.")
+    notes.append("PSNR-Y/SSIM-Y: BT.601 Y channel, 4-pixel border, 8-bit levels (BasicSR). grain / texture: RMS of the "
+                 "fine band (Y minus its Gaussian blur, sigma 1 px) on the photo's flattest 30 % / everywhere, relative to "
+                 "the photo's (1 = as textured as the photo). detail corr.: correlation of the output's fine band with "
+                 "the photo's. LR consistency: PSNR-Y of the output downscaled x4 (bicubic) against the LR input. "
+                 "HF energy: share of luma power above 0.25 Nyquist (rewards noise as much as detail). Means are "
+                 "'mean ± sample std' over the images. ms/image: wall time on this machine, after a warm-up.")
     if seed is not None: notes.append(f"Noise seed {seed} for every diffusion model.")
     return notes
 
@@ -327,9 +326,8 @@ def format_report(rows: list[dict], fmt: str = "markdown", seed: int | None = No
         return json.dumps({"summary": json.loads(format_table(summary, "json")),
                            "rows": json.loads(format_table(rows, "json")), "notes": notes}, indent=1) + "\n"
     if fmt == "csv": return format_table(rows + summary, "csv")
-    mean_cols = ["method", "steps", "psnr_y", "ssim_y", "lpips", "hf_energy", "ms", "mp_per_s", "note"]
     n = len({r["image"] for r in rows})
-    return (f"## Mean over {n} image{'s' * (n != 1)}\n\n{format_table(summary, 'markdown', mean_cols)}\n\n"
+    return (f"## Mean over {n} image{'s' * (n != 1)}\n\n{format_table(summary, 'markdown', MEAN_COLUMNS)}\n\n"
             f"## Per image\n\n{format_table(rows, 'markdown', [c for c in COLUMNS if c != 'note'])}\n\n"
             + "\n".join(f"- {s}" for s in notes) + "\n")
 
@@ -441,10 +439,7 @@ def paper_tables() -> dict:
         "Table V": dict(caption="ablation on RealSR / RealSet65 (CLIPIQA and MUSIQ as RealSR / RealSet65)",
                         columns=["row", "setting", "CLIPIQA↑", "MUSIQ↑"], rows=t5)}
 
-def markdown_table(columns: list, rows: list[list]) -> str:
-    "A list of rows as a markdown table."
-    return "\n".join(["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
-                     + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
 
 # %% ../nbs/12_evaluate.ipynb #1e5239e3
 PAPER_MATCH = {"teacher-15": "ResShift-15", "TAD-SR-1": "TAD-SR-1"}   # our method -> Table I row
