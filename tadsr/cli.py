@@ -4,20 +4,18 @@
 
 # %% auto #0
 __all__ = ['REPORT_FORMATS', 'EVAL_DESCRIPTION', 'EVAL_EPILOG', 'cmd_upscale', 'cmd_demo', 'cmd_eval', 'cmd_train_teacher',
-           'cmd_distill', 'build_parser', 'main']
+           'cmd_distill', 'add_config_args', 'config_from_args', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #b5e065be
-import argparse, sys, time, warnings
+import argparse, sys, time, types, typing, warnings
+from dataclasses import fields, MISSING
 from pathlib import Path
 
 # %% ../nbs/14_cli.ipynb #355dfdbb
-import matplotlib
-
-# %% ../nbs/14_cli.ipynb #beac174a
-from .core import ImageError, atomic_write, load_image, tensor_to_pil, show_images
-from .data import validation_photos, bundled_photos
-from .degradation import bicubic_resize
-from .metrics import psnr_y
+from .core import ImageError, atomic_write, load_image, tensor_to_pil, markdown_table
+from .data import validation_photos, bundled_photos, heldout_photos, find_images
+from .degradation import bicubic_resize, make_lr
+from .metrics import detail_measures
 
 # %% ../nbs/14_cli.ipynb #06b8a49c
 def _fail(msg: str) -> int:
@@ -36,6 +34,11 @@ def _load_model(name: str):
         try: return load_model(name)
         finally:
             for w in caught: print(f"tadsr: warning: {w.message}", file=sys.stderr)
+
+def _needs(what: str, fn):
+    "Call `fn()`; a missing optional package becomes a one-line error naming the extra that installs it."
+    try: return fn()
+    except ImportError as e: raise ValueError(f"{what}: {e}") from None
 
 def cmd_upscale(args) -> int:
     "Super-resolve each INPUT into OUTDIR/<stem>.png; returns the number of failed inputs (0 = success)."
@@ -59,28 +62,47 @@ def cmd_upscale(args) -> int:
     return failed
 
 # %% ../nbs/14_cli.ipynb #d1633189
+def _zoom_boxes(hr, size: int = 64):
+    "The flattest and the most textured `size` px squares of an HR image (by its fine-detail RMS), (left, top, right, bottom)."
+    from tadsr.metrics import fine_band
+    import torch.nn.functional as F
+    e = F.avg_pool2d(fine_band(hr) ** 2, size).sqrt()[0, 0]              # fine-band RMS per square
+    boxes = []
+    for idx in (int(e.argmin()), int(e.argmax())):
+        r, c = divmod(idx, e.shape[1]); boxes.append((c * size, r * size, (c + 1) * size, (r + 1) * size))
+    return boxes
+
+def _demo_figure(name, lr, sr, hr, steps):
+    "Bicubic | tadsr | HR, full, then 3x zooms of the flattest and of the most textured area."
+    import matplotlib; matplotlib.use("Agg")
+    from tadsr.core import show_images, zoom_crop
+    bic = bicubic_resize(lr, scale=4).clamp(-1, 1)
+    (fl, tx), ims = _zoom_boxes(hr), [bic, sr, hr]
+    titles = ["bicubic", f"tadsr ({steps} step{'s' * (steps > 1)})", "HR (original)"]
+    return show_images(ims + [zoom_crop(x, fl, 3) for x in ims] + [zoom_crop(x, tx, 3) for x in ims], ncols=3, scale=3.2,
+                       titles=titles + [f"{t.split(' (')[0]}: flat area, 3x" for t in titles] + [f"{t.split(' (')[0]}: textured, 3x" for t in titles])
+
 def cmd_demo(args) -> int:
     "Super-resolve the held-out sample photos (scikit-learn's china, flower) from their x4 bicubic LR; write figures + table."
-    matplotlib.use("Agg")
     from tadsr.inference import upscale_tensor, DEFAULT_TILE
-    from tadsr.teacher import make_lr
+    photos = _needs("tadsr demo needs the sample photos", validation_photos)
     out = Path(args.outdir); out.mkdir(parents=True, exist_ok=True)
     net, steps = _load_model(args.model)
-    rows = ["| photo | LR size | bicubic PSNR-Y (dB) | tadsr PSNR-Y (dB) | time per image (s) |", "|---|---|---|---|---|"]
-    for name, pil in validation_photos().items():
+    keys, rows = ("psnr_y", "grain", "texture", "detail_corr"), []
+    for name, pil in photos.items():
         hr = load_image(pil); hr = hr[..., : hr.shape[-2] // 4 * 4, : hr.shape[-1] // 4 * 4]
         lr = make_lr(hr, 4)
         t0 = time.perf_counter(); sr = upscale_tensor(net, lr, steps, tile=DEFAULT_TILE, seed=args.seed); dt = time.perf_counter() - t0
-        bic = bicubic_resize(lr, scale=4).clamp(-1, 1)
-        p_bic, p_sr = psnr_y(bic, hr).item(), psnr_y(sr, hr).item()
+        m_bic, m_sr = detail_measures(bicubic_resize(lr, scale=4).clamp(-1, 1), hr, lr), detail_measures(sr, hr, lr)
         _save_png(tensor_to_pil(sr), out / f"{name}_tadsr.png")
-        H, W = hr.shape[-2:]; c = (slice(H // 2 - 48, H // 2 + 48), slice(W // 2 - 48, W // 2 + 48))
-        fig = show_images([bic, sr, hr, bic[..., c[0], c[1]], sr[..., c[0], c[1]], hr[..., c[0], c[1]]],
-                          titles=[f"bicubic {p_bic:.2f} dB", f"tadsr ({steps} step{'s' if steps > 1 else ''}) {p_sr:.2f} dB", "HR",
-                                  "bicubic (zoom)", "tadsr (zoom)", "HR (zoom)"], ncols=3)
+        fig = _demo_figure(name, lr, sr, hr, steps)
         with atomic_write(out / f"{name}_compare.png") as f: fig.savefig(f, format="png", dpi=80, bbox_inches="tight")
-        rows.append(f"| {name} | {lr.shape[-1]}x{lr.shape[-2]} | {p_bic:.2f} | {p_sr:.2f} | {dt:.2f} |")
-    table = "\n".join(rows) + f"\n\nmodel: {args.model} ({steps} step{'s' if steps > 1 else ''}), seed {args.seed}\n"
+        rows += [[name, "bicubic", *(m_bic[k].item() for k in keys), None],
+                 [name, args.model, *(m_sr[k].item() for k in keys), dt]]
+    table = markdown_table(["photo", "method", "PSNR-Y (dB)", "grain", "texture", "detail corr.", "time (s)"], rows, fmt=".3g")
+    table += (f"\n\nmodel: {args.model} ({steps} step{'s' * (steps > 1)}), seed {args.seed}. grain: fine detail on the photo's "
+              "flattest 30 % relative to the photo's (1 = as in the photo, above 1 = noise); texture: the same everywhere; "
+              "detail corr.: how much of the fine detail is the photo's (lesson 03).\n")
     with atomic_write(out / "results.md", mode="w") as f: f.write(table)
     print(table); print(f"figures and images in {out}/")
     return 0
@@ -103,6 +125,7 @@ def _int_list(text: str, what: str) -> tuple:
 
 def _write_grids(rows, outputs, pairs, folder: Path):
     "One PNG per image: every output (PSNR-Y in the title) and the HR photo, with zoomed crops below."
+    import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from tadsr.evaluate import compare_figure
     by = {(r["image"], r["method"]): r for r in rows}
@@ -124,14 +147,14 @@ def _check_eval_args(args):
 
 def cmd_eval(args) -> int:
     "Score bicubic, the teacher at several step counts and the students on HR/LR pairs; print (and write) the tables."
-    matplotlib.use("Agg")
-    from tadsr.evaluate import parse_models, load_pairs, validation_pairs, evaluate, format_report
+    from tadsr.evaluate import parse_models, load_pairs, heldout_pairs, evaluate, format_report
     out = _check_eval_args(args)
     methods = parse_models(args.models, teacher_steps=_int_list(args.steps, "--steps"), tile=args.tile or None)
     for m in methods:
         if not m.available: print(f"tadsr: warning: {m.name}: {m.note}", file=sys.stderr)
     side = args.max_side or None
-    pairs = load_pairs(args.hr, args.lr, side) if args.hr else validation_pairs(max_side=side)
+    if side is not None and not args.hr and (side < 16 or side % 16): raise ValueError("--max-side must be a multiple of 16 without --hr")
+    pairs = load_pairs(args.hr, args.lr, side) if args.hr else _needs("the built-in held-out photos", lambda: heldout_pairs(side or 256))
     outputs = {} if args.grid else None
     rows = evaluate(methods, pairs, lpips=False if args.no_lpips else None, seed=args.seed,
                     progress=not args.no_progress, outputs=outputs)
@@ -143,37 +166,50 @@ def cmd_eval(args) -> int:
     return 0
 
 # %% ../nbs/14_cli.ipynb #15a6dbe4
+def _val_photos(folder) -> dict:
+    "Validation photos: a folder (--val-data) or the held-out photos available offline."
+    if folder is None: return {k: load_image(v) for k, v in _needs("validation", heldout_photos).items()}
+    files = find_images(folder)
+    if not files: raise ValueError(f"{folder}: no images to validate on")
+    return {p.stem: load_image(p) for p in files}
+
+def _sources(args) -> list:
+    "Training photos: the bundled training split (unless --no-bundled) plus every --data folder."
+    for d in args.data:
+        if not Path(d).is_dir(): raise ValueError(f"{d}: not a folder")
+    return ([] if args.no_bundled else list(_needs("the bundled photos", bundled_photos).values())) + [Path(d) for d in args.data]
+
 def cmd_train_teacher(args) -> int:
     "Train the CPU teacher on the bundled photos plus any --data folders (resumes from OUT/checkpoint.safetensors)."
-    from tadsr.teacher import TeacherConfig, TrainConfig, train_teacher, export_weights
-    sources = ([] if args.no_bundled else list(bundled_photos().values())) + [Path(d) for d in args.data]
-    for d in args.data:
-        if not Path(d).is_dir(): return _fail(f"{d}: not a folder")
-    cfg = TeacherConfig.cpu(kappa=args.kappa, head=args.head)
-    tcfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, warmup=args.warmup,
-                       ema=args.ema, ckpt_every=args.ckpt_every, val_every=args.val_every, seed=args.seed,
-                       max_side=args.max_side or None)
-    val = {k: load_image(v) for k, v in validation_photos().items()}
+    from tadsr.model import ModelConfig, validate
+    from tadsr.teacher import TeacherTrainConfig, train_teacher, export_teacher
+    sources, cfg = _sources(args), config_from_args(TeacherTrainConfig, args)
+    val = _val_photos(args.val_data) if cfg.val_every else {}
     t0 = time.perf_counter()
-    train_teacher(cfg, tcfg, sources, args.out, val_photos=val, resume=not args.restart, progress=not args.no_progress,
-                  init=args.init)
-    print(f"trained to step {tcfg.steps} in {(time.perf_counter() - t0) / 60:.1f} min this run; checkpoint in {args.out}")
+    train_teacher(ModelConfig.cpu(kappa=args.kappa, head=args.head), cfg, sources, args.out,
+                  validate=(lambda m: validate(m, val)) if val else None, resume=not args.restart,
+                  progress=not args.no_progress, init=args.init)
+    print(f"trained to step {cfg.steps} in {(time.perf_counter() - t0) / 60:.1f} min this run; checkpoint in {args.out}")
     if args.export:
-        export_weights(Path(args.out) / "checkpoint.safetensors", args.export, command=" ".join(sys.argv))
+        export_teacher(Path(args.out) / "checkpoint.safetensors", args.export, command=" ".join(sys.argv))
         print(f"exported EMA weights to {args.export}")
     return 0
 
 # %% ../nbs/14_cli.ipynb #9489036b
 EVAL_DESCRIPTION = """Score super-resolution methods against ground-truth (high-resolution) images.
 
-Without --hr: the two held-out sample photos (scikit-learn's china and flower).
+Without --hr: 256 px crops of the held-out photos available offline
+(scikit-learn's china and flower, scikit-image's chelsea and coffee).
 With --hr DIR: your images; their low-resolution inputs are made by bicubic x4
 downscaling, or read from --lr DIR (same file names, exactly 1/4 the size).
 
-Prints, per method: PSNR-Y and SSIM-Y (higher = closer to the original), LPIPS
-(lower = closer; only when its weights are installed), HF energy (amount of
-fine detail; compare with the HR row), milliseconds per image and output
-megapixels per second."""
+Prints, per method (mean ± spread over the images, then every image): PSNR-Y and
+SSIM-Y (higher = closer to the original), LPIPS (lower = closer; only when its
+weights are installed), grain (fine detail on the photo's flattest 30 %, relative
+to the photo's: above 1 = noise added where the photo is smooth), texture (the
+same over the whole image), detail corr. (how much of the fine detail is the
+photo's), LR consistency (the output downscaled again vs the input, dB),
+milliseconds per image and output megapixels per second."""
 
 EVAL_EPILOG = """examples:
   tadsr eval                                   the built-in held-out photos, every model
@@ -195,7 +231,7 @@ def _add_eval_parser(sub):
     e = sub.add_parser("eval", help="compare bicubic, the teacher and the students: quality, detail and speed",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EVAL_EPILOG,
                        description=EVAL_DESCRIPTION)
-    e.add_argument("--hr", metavar="DIR", help="folder of ground-truth images (default: the two built-in held-out photos)")
+    e.add_argument("--hr", metavar="DIR", help="folder of ground-truth images (default: crops of the built-in held-out photos)")
     e.add_argument("--lr", metavar="DIR", help="folder of matching low-resolution inputs, same names, 1/4 the size "
                                                "(default: made from --hr by bicubic x4 downscaling)")
     e.add_argument("--models", default="bicubic,teacher,student_vanilla,student",
@@ -203,8 +239,8 @@ def _add_eval_parser(sub):
     e.add_argument("--steps", default="15,4,2,1", help="step counts for a plain 'teacher' in --models (default: %(default)s)")
     e.add_argument("-o", "--output", metavar="FILE", help="also write the results to FILE: .md (tables), .csv or .json")
     e.add_argument("--seed", type=int, default=0, help="noise seed shared by every diffusion model (default 0)")
-    e.add_argument("--max-side", type=int, default=0, help="centre-crop images to at most this many pixels per side, "
-                                                           "for speed (0: whole images; at least 128 without --hr)")
+    e.add_argument("--max-side", type=int, default=0, help="with --hr: centre-crop images to at most this many pixels per "
+                                                           "side (0: whole images); without: the crop side (default 256)")
     e.add_argument("--tile", type=int, default=512, help="tile side in LR pixels for large images (0: one pass; default 512)")
     e.add_argument("--grid", metavar="DIR", help="also save one picture per image: all outputs side by side, with zoomed crops")
     e.add_argument("--no-lpips", action="store_true", help="skip LPIPS even when its weights are installed")
@@ -214,23 +250,16 @@ def _add_eval_parser(sub):
 # %% ../nbs/14_cli.ipynb #719106f0
 def cmd_distill(args) -> int:
     "Distil a one-step student from a teacher with TAD-SR (resumes from OUT/checkpoint.safetensors; torchrun-ready)."
-    from tadsr.distill import DistillConfig, train_student, export_student, _dist
-    for d in args.data:
-        if not Path(d).is_dir(): return _fail(f"{d}: not a folder")
-    sources = ([] if args.no_bundled else list(bundled_photos().values())) + [Path(d) for d in args.data]
-    dcfg = DistillConfig(steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr, lr_d=args.lr_d,
-                         warmup=args.warmup, ema=args.ema, vanilla_weight=args.vanilla_weight, lambda1=args.lambda1,
-                         lambda2=args.lambda2, distill=args.distill, disc=args.disc, noise_dist=args.noise,
-                         double_scale_legacy=args.double_scale_legacy, teacher_steps=args.teacher_steps,
-                         target_pool=args.target_pool, ckpt_every=args.ckpt_every, log_every=args.log_every,
-                         val_every=args.val_every, seed=args.seed, max_side=args.max_side or None,
-                         degradation=args.degradation, amp=not args.fp32)
-    val = None if args.val_every == 0 else {k: load_image(v) for k, v in validation_photos().items()}
+    from tadsr.distill import DistillConfig, train_student, export_student
+    from tadsr.model import validate
+    from tadsr.training import world_info
+    sources, cfg = _sources(args), config_from_args(DistillConfig, args)
+    val = _val_photos(args.val_data) if cfg.val_every else {}
     t0 = time.perf_counter()
-    train_student(args.teacher, dcfg, sources, args.out, val_photos=val, resume=not args.restart,
-                  progress=not args.no_progress)
-    if _dist()[0] != 0: return 0
-    print(f"distilled to step {dcfg.steps} in {(time.perf_counter() - t0) / 60:.1f} min this run; checkpoint in {args.out}")
+    train_student(args.teacher, cfg, sources, args.out, validate=(lambda m: validate(m, val, steps=(1,))) if val else None,
+                  resume=not args.restart, progress=not args.no_progress)
+    if world_info()[0] != 0: return 0
+    print(f"distilled to step {cfg.steps} in {(time.perf_counter() - t0) / 60:.1f} min this run; checkpoint in {args.out}")
     if args.export:
         import torch
         export_student(Path(args.out) / "checkpoint.safetensors", args.export, command=" ".join(sys.argv),
@@ -240,54 +269,72 @@ def cmd_distill(args) -> int:
 
 def _add_distill_parser(sub):
     "The `tadsr distill` sub-command and its options."
+    from tadsr.distill import DistillConfig
     s = sub.add_parser("distill", help="distil a one-step student from the teacher (TAD-SR, Algorithm 1)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Train a one-step super-resolution student from a diffusion teacher with TAD-SR: the "
                                    "student starts as a copy of the teacher and learns to match the teacher's 15-step "
                                    "result (MSE), its high-frequency score difference (HSD) and a time-aware "
-                                   "discriminator. Trains on the scikit-image photos plus any --data folders, validates "
-                                   "on two held-out photos, and resumes automatically from OUT/checkpoint.safetensors.",
+                                   "discriminator. Trains on the scikit-image training photos plus any --data folders, "
+                                   "validates on the held-out photos (or --val-data), and resumes automatically from "
+                                   "OUT/checkpoint.safetensors.",
                        epilog="examples:\n"
                               "  tadsr distill --data photos/ --steps 3000 --export student.safetensors\n"
                               "  tadsr distill --data photos/ --distill sds --disc plain --out runs/sds_gan   (a Table V row)\n"
                               "  torchrun --nproc_per_node 4 -m tadsr.cli distill --data photos/ --batch-size 32   (4 processes)")
     s.add_argument("--teacher", default="teacher", help="registry name or .safetensors file of the teacher (default: teacher)")
-    s.add_argument("--data", action="append", default=[], help="folder of training photos (repeatable)")
-    s.add_argument("--no-bundled", action="store_true", help="do not add the scikit-image photos")
-    s.add_argument("--out", default="runs/student", help="run folder (checkpoint.safetensors lives here)")
-    s.add_argument("--steps", type=int, default=3000, help="iterations in total (default 3000; the paper: 30000)")
-    s.add_argument("--batch-size", type=int, default=8, help="global batch, split over torchrun processes (default 8)")
-    s.add_argument("--crop", type=int, default=128, help="HR crop side (default 128)")
-    s.add_argument("--lr", type=float, default=5e-5, help="student learning rate (default 5e-5)")
-    s.add_argument("--lr-d", type=float, default=5e-5, help="discriminator learning rate (default 5e-5)")
-    s.add_argument("--warmup", type=int, default=500, help="student warm-up iterations (default 500)")
-    s.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights (default 0.999)")
-    s.add_argument("--lambda1", type=float, default=1.0, help="weight of HSD/SDS (default 1; faces: 0.1)")
-    s.add_argument("--lambda2", type=float, default=0.02, help="weight of the adversarial loss (default 0.02; faces: 0.2)")
-    s.add_argument("--vanilla-weight", type=float, default=1.0, help="weight of the MSE to the teacher (default 1)")
-    s.add_argument("--distill", default="hsd", choices=["hsd", "sds", "none"], help="score distillation (default hsd)")
-    s.add_argument("--disc", default="time", choices=["time", "plain", "none"], help="discriminator (default time-aware)")
-    s.add_argument("--noise", default="gaussian", choices=["gaussian", "uniform_legacy"],
-                   help="re-noising noise; uniform_legacy = the released code (default gaussian)")
-    s.add_argument("--double-scale-legacy", action="store_true", help="the released code's double input scaling in HSD")
-    s.add_argument("--degradation", default="bicubic", choices=["bicubic", "realesrgan"], help="LR synthesis (default bicubic)")
-    s.add_argument("--teacher-steps", type=int, default=None, help="steps of the teacher's target chain (default: all T)")
-    s.add_argument("--target-pool", type=int, default=0, help="cache teacher targets for a fixed pool of this many "
-                                                              "(crop, noise) items: faster, less data diversity (default 0: off)")
-    s.add_argument("--ckpt-every", type=int, default=500); s.add_argument("--log-every", type=int, default=50)
-    s.add_argument("--val-every", type=int, default=1000, help="validate every N iterations (0: never)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--max-side", type=int, default=1280, help="shrink larger photos to this longer side (0: keep)")
-    s.add_argument("--fp32", action="store_true", help="no bf16 autocast on GPU")
-    s.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_run_args(s)
+    add_config_args(s, DistillConfig)
     s.add_argument("--export", default=None, help="write the one-step student (EMA) to this .safetensors file at the end")
     s.add_argument("--fp16-export", action="store_true", help="store the exported weights as float16 (half the size)")
     return s
 
 # %% ../nbs/14_cli.ipynb #f8c62c5a
+def _scalar_type(f):
+    "The int/float/str/bool type of a dataclass field (the non-None member of `X | None`)."
+    t = f.type
+    if isinstance(t, str): t = {"int": int, "float": float, "str": str, "bool": bool}.get(t.split("|")[0].strip(), str)
+    args = [a for a in typing.get_args(t) if a is not type(None)] if isinstance(t, types.UnionType) or typing.get_origin(t) else []
+    return args[0] if args else t
+
+def _optional(conv):
+    def parse(text: str):
+        return None if text.strip().lower() in ("0", "none") else conv(text)
+    parse.__name__ = conv.__name__
+    return parse
+
+def add_config_args(parser: argparse.ArgumentParser, cls, skip: tuple = ()):
+    "One option per field of the dataclass `cls` (help, choices and default from the field)."
+    for f in fields(cls):
+        if f.name in skip: continue
+        flag, help_, choices = "--" + f.name.replace("_", "-"), f.metadata.get("help", ""), f.metadata.get("choices")
+        typ, default = _scalar_type(f), f.default if f.default is not MISSING else None
+        if typ is bool:
+            if default: parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", help=f"off: {help_}")
+            else: parser.add_argument(flag, dest=f.name, action="store_true", help=help_)
+            continue
+        opt = default is None or "None" in str(f.type)
+        parser.add_argument(flag, dest=f.name, type=_optional(typ) if opt else typ, default=default, choices=choices,
+                            help=f"{help_} (default: {default}{'; 0: none' if opt and default is not None else ''})")
+
+def config_from_args(cls, args: argparse.Namespace):
+    "The dataclass `cls` built from parsed options (fields without an option keep their defaults)."
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+def _add_run_args(p):
+    "Data, run folder and progress options shared by train-teacher and distill."
+    p.add_argument("--data", action="append", default=[], help="folder of training photos (repeatable)")
+    p.add_argument("--no-bundled", action="store_true", help="do not add the scikit-image training photos")
+    p.add_argument("--val-data", default=None, help="folder of validation photos (default: the held-out photos that ship offline)")
+    p.add_argument("--out", default="runs/" + p.prog.split()[-1], help="run folder (checkpoint.safetensors lives here)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+# %% ../nbs/14_cli.ipynb #658a9fa9
 def build_parser() -> argparse.ArgumentParser:
     "The `tadsr` argument parser (sub-commands upscale, demo, eval, train-teacher, distill)."
+    from tadsr.model import HEADS
+    from tadsr.teacher import TeacherTrainConfig
     p = argparse.ArgumentParser(prog="tadsr", description="One-step diffusion super-resolution (TAD-SR), x4, on CPU or GPU.")
     sub = p.add_subparsers(dest="command", required=True)
     u = sub.add_parser("upscale", help="super-resolve image files x4",
@@ -314,21 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parser(sub)
     t = sub.add_parser("train-teacher", help="train the CPU ResShift teacher on real photos",
                        description="Train the CPU-preset ResShift teacher (space-to-depth latent, bicubic x4) on the scikit-image "
-                                   "photos plus any --data folders; validates on scikit-learn's two photos; resumes automatically.")
-    t.add_argument("--data", action="append", default=[], help="folder of training photos (repeatable)")
-    t.add_argument("--no-bundled", action="store_true", help="do not add the scikit-image photos")
-    t.add_argument("--out", default="runs/teacher", help="run folder (checkpoint.safetensors lives here)")
-    t.add_argument("--steps", type=int, default=20000); t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--crop", type=int, default=128, help="HR crop side"); t.add_argument("--lr", type=float, default=2e-4)
-    t.add_argument("--warmup", type=int, default=500); t.add_argument("--ema", type=float, default=0.999)
-    t.add_argument("--kappa", type=float, default=0.5); t.add_argument("--head", default="precond", choices=["x0", "residual", "precond", "adaptive"])
-    t.add_argument("--ckpt-every", type=int, default=500); t.add_argument("--val-every", type=int, default=2000)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--max-side", type=int, default=1280, help="shrink larger photos to this longer side (0: keep)")
-    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+                                   "training photos plus any --data folders; validates on the held-out photos (or --val-data); "
+                                   "resumes automatically.")
+    t.add_argument("--kappa", type=float, default=0.5, help="noise scale of the schedule (model setting; default 0.5, lesson 07)")
+    t.add_argument("--head", default="adaptive", choices=HEADS, help="how the UNet output becomes x0_hat (lesson 06a; default adaptive)")
+    _add_run_args(t)
+    add_config_args(t, TeacherTrainConfig)
     t.add_argument("--init", default=None, help="start from these exported weights (e.g. tadsr/weights/teacher.safetensors) "
                                                 "with a fresh optimiser, to continue training a shipped model")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--export", default=None, help="write the EMA weights to this .safetensors file at the end")
     _add_distill_parser(sub)
     return p
