@@ -12,8 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_model import photo  # noqa: E402
 
 from tadsr.core import save_safetensors  # noqa: E402
-from tadsr.distill import DistillConfig, train_student, _dist  # noqa: E402
-from tadsr.teacher import _trainable_state  # noqa: E402
+from tadsr.distill import DistillConfig, train_student  # noqa: E402
+from tadsr.model import unet_weights  # noqa: E402
+from tadsr.training import world_info  # noqa: E402
 
 
 def main():
@@ -23,8 +24,8 @@ def main():
                          val_every=0, max_side=None)
     student, hist = train_student(teacher, dcfg, [photo(96, 64), photo(80, 80, "coffee")], out / "run",
                                   progress=False, device="cpu")
-    rank, world = _dist()
-    save_safetensors(out / f"rank{rank}.safetensors", _trainable_state(student), {"world": world, "loss": hist["loss"]})
+    rank, world = world_info()
+    save_safetensors(out / f"rank{rank}.safetensors", unet_weights(student), {"world": world, "loss": hist["loss"]})
 
 
 if __name__ == "__main__":

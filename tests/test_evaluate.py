@@ -24,7 +24,7 @@ from tadsr.core import load_image, load_pretrained, registry
 from tadsr.degradation import bicubic_resize
 from tadsr.evaluate import (Method, Pair, bicubic_method, default_methods, evaluate, format_ablation, format_report,
                             format_table, load_ablation, load_pairs, model_method, paper_tables, parse_models, score,
-                            summarise, validation_pairs)
+                            summarise, heldout_pairs)
 from tadsr.metrics import LPIPS, psnr_y, ssim_y
 from tadsr.degradation import make_lr
 from tadsr.model import super_resolve
@@ -157,9 +157,9 @@ def test_folder_errors(tmp_path):
     with pytest.raises(ValueError, match="s.png: HR is 20x40; evaluation needs at least 32x32"): load_pairs(tmp_path / "small")
 
 
-def test_validation_pairs_are_the_heldout_crops():
-    pairs = validation_pairs(max_side=128)
-    assert [p.name for p in pairs] == ["china", "flower"]
+def test_heldout_pairs_are_the_heldout_crops():
+    pairs = heldout_pairs(128, per_photo=2)
+    assert [p.name for p in pairs] == ["china#0", "china#1", "flower#0", "flower#1", "chelsea#0", "chelsea#1", "coffee#0", "coffee#1"]
     for p in pairs:
         assert tuple(p.hr.shape) == (1, 3, 128, 128)
         torch.testing.assert_close(p.lr, make_lr(p.hr))
@@ -189,11 +189,11 @@ def test_students_not_shipped_are_listed_not_dropped(monkeypatch):
 
 @pytest.mark.skipif("teacher" not in registry(), reason="needs the shipped teacher")
 def test_shipped_teacher_one_step_matches_super_resolve():
-    pairs = validation_pairs(max_side=128)
+    pairs = heldout_pairs(128, per_photo=1)
     outs = {}
     rows = evaluate(parse_models("teacher:1"), pairs[:1], lpips=False, progress=False, outputs=outs)
     ref = super_resolve(load_pretrained("teacher"), pairs[0].lr, 1, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(outs[("china", "teacher-1")], ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(outs[(pairs[0].name, "teacher-1")], ref, atol=1e-5, rtol=0)
     assert rows[0]["psnr_y"] == pytest.approx(psnr_y(ref, pairs[0].hr).item(), abs=1e-3)
 
 

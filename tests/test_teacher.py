@@ -21,16 +21,10 @@ from tiny_model import photo, tiny_config, tiny_model
 import tadsr.teacher as tt
 from tadsr.core import load_safetensors
 from tadsr.data import bundled_photos
-from tadsr.diffusion import det_step, prior_sample, q_sample
-from tadsr.teacher import (
-    DiffusionSR,
-    TrainConfig,
-    make_lr,
-    precond_coefs,
-    sample_latent,
-    step_indices,
-    train_teacher,
-)
+from tadsr.degradation import make_lr
+from tadsr.diffusion import det_step, prior_sample, q_sample, sample, sampling_steps
+from tadsr.model import DiffusionSR, precond_coefs
+from tadsr.teacher import TrainConfig, export_teacher, train_teacher
 
 TESTS = Path(__file__).resolve().parent
 TCFG = TrainConfig(steps=12, batch_size=2, crop=64, ckpt_every=3, log_every=1, val_every=0, warmup=2)
@@ -64,15 +58,15 @@ def train(out, tcfg=TCFG, sources=None, **kw):
 # ---------------------------------------------------------------------------------------------------------------
 # sampler
 
-def test_step_indices():
-    assert step_indices(15, 15) == list(range(14, -1, -1))
-    assert step_indices(15, 1) == [14]
-    assert step_indices(15, 4) == [14, 9, 5, 0]
+def test_sampling_steps():
+    assert sampling_steps(15, 15) == list(range(14, -1, -1))
+    assert sampling_steps(15, 1) == [14]
+    assert sampling_steps(15, 4) == [14, 9, 5, 0]
     for s in range(1, 16):
-        idx = step_indices(15, s)
+        idx = sampling_steps(15, s)
         assert len(idx) == s and idx[0] == 14 and idx == sorted(idx, reverse=True) and (s == 1 or idx[-1] == 0)
     for bad in (0, 16):
-        with pytest.raises(ValueError, match="steps"): step_indices(15, bad)
+        with pytest.raises(ValueError, match="steps"): sampling_steps(15, bad)
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +87,15 @@ def test_full_sampler_is_a_det_step_loop(pair):
         for i in range(model.T - 1, -1, -1):
             t = torch.full((1,), i, dtype=torch.long)
             z = det_step(model.predict_x0(z, t, zy, lq), z, zy, t, model.sched)
-    out = sample_latent(model, zy, lq, steps=model.T, noise=noise)
+    out = model.sample_latent(zy, lq, steps=model.T, noise=noise)
     assert (out - zy).abs().max() > 0.05                                     # the network did something
     assert torch.allclose(out, z, atol=1e-6, rtol=0), (out - z).abs().max()
 
 
 class _Oracle:
-    "Duck-typed model whose x0_hat is the true z0; records the states it is called on."
-    def __init__(self, sched, z0): self.sched, self.T, self.z0, self.seen = sched, sched.T, z0, []
-    def predict_x0(self, zt, t, zy, lq):
+    "An x0-predictor that returns the true z0 and records the states it is called on."
+    def __init__(self, z0): self.z0, self.seen = z0, []
+    def __call__(self, zt, t):
         self.seen.append((int(t[0]), zt.clone())); return self.z0
 
 
@@ -111,11 +105,11 @@ def test_strided_steps_stay_on_the_forward_marginal(pair, steps):
     model, z0, zy, _ = pair
     s = model.sched
     noise = torch.randn(zy.shape, generator=torch.Generator().manual_seed(2))
-    oracle = _Oracle(s, z0)
-    out = sample_latent(oracle, zy, None, steps=steps, noise=noise)
+    oracle = _Oracle(z0)
+    out = sample(oracle, zy, s, steps=steps, noise=noise)
     zT, eT = prior_sample(zy, s, noise=noise), float(s.etas[-1])
     eps = (zT - z0 - eT * (zy - z0)) / (s.kappa * eT ** 0.5)                # the noise z_T holds relative to z0
-    assert [i for i, _ in oracle.seen] == step_indices(model.T, steps)
+    assert [i for i, _ in oracle.seen] == sampling_steps(model.T, steps)
     for i, z in oracle.seen[1:]:
         want = q_sample(z0, zy, torch.tensor([i]), s, noise=eps)
         assert torch.allclose(z, want, atol=1e-5), (i, (z - want).abs().max())
@@ -159,12 +153,12 @@ import tadsr.teacher as tt
 from tadsr.data import bundled_photos
 from tiny_model import tiny_config
 out, marker = sys.argv[1], sys.argv[2]
-_batch = tt._batch
-def slow_batch(ds, step, bs):
+_items = tt.batch_items
+def slow_items(step, *a, **k):
     if step == 7:                                  # 7 steps done, checkpoint at 6: wait here to be killed
         open(marker, "w").write(str(step)); time.sleep(120)
-    return _batch(ds, step, bs)
-tt._batch = slow_batch
+    return _items(step, *a, **k)
+tt.batch_items = slow_items
 torch.manual_seed(0)
 tt.train_teacher(tiny_config(), tt.TrainConfig(**{tcfg!r}), bundled_photos(), out, progress=False)
 """
@@ -228,8 +222,8 @@ def test_same_seed_same_run(tmp_path, photos):
 
 def test_misaligned_checkpoint_and_log_intervals_are_refused(tmp_path, photos):
     "The running log averages are not checkpointed, so ckpt_every must be a multiple of log_every (exact resume)."
-    tcfg = TrainConfig(steps=6, batch_size=2, crop=64, ckpt_every=3, log_every=2, val_every=0, warmup=2)
-    with pytest.raises(ValueError, match="multiple of log_every"): train(tmp_path / "run", tcfg, photos)
+    with pytest.raises(ValueError, match="multiple of log_every"):
+        train(tmp_path / "run", TrainConfig(steps=6, batch_size=2, crop=64, ckpt_every=3, log_every=2, val_every=0), photos)
     assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
 
 
@@ -284,9 +278,8 @@ def test_unreadable_image_is_skipped_with_a_warning(tmp_path):
 def test_init_from_exported_weights_continues_that_model(tmp_path, photos):
     "`init=` starts a new run from exported weights (fresh optimiser) and records where they came from."
     from dataclasses import replace
-    from tadsr.teacher import export_weights
     train(tmp_path / "a", replace(TCFG, steps=3, ckpt_every=3), photos)
-    export_weights(tmp_path / "a" / "checkpoint.safetensors", tmp_path / "a.safetensors")
+    export_teacher(tmp_path / "a" / "checkpoint.safetensors", tmp_path / "a.safetensors")
     exported, _ = load_safetensors(tmp_path / "a.safetensors")
     model, hist = train(tmp_path / "b", replace(TCFG, steps=0), photos, init=tmp_path / "a.safetensors")
     sd = model.unet.state_dict()

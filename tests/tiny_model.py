@@ -11,22 +11,21 @@ from pathlib import Path
 
 import torch
 
-from tadsr.core import save_safetensors
 from tadsr.diffusion import ScheduleConfig
-from tadsr.teacher import DiffusionSR, TeacherConfig, _trainable_state
+from tadsr.model import DiffusionSR, ModelConfig, save_model, unet_weights
 from tadsr.unet import UNetConfig
 
 
-def tiny_unet() -> UNetConfig:
+def tiny_unet(out_channels: int = 48) -> UNetConfig:
     "~0.2 M parameters; Swin at resolution 16 (the second level), window 4."
-    return UNetConfig(image_size=32, in_channels=48, out_channels=48, model_channels=32, num_res_blocks=1,
+    return UNetConfig(image_size=32, in_channels=48, out_channels=out_channels, model_channels=32, num_res_blocks=1,
                       attention_resolutions=(16,), channel_mult=(1, 1), num_head_channels=32, swin_embed_dim=32,
                       window_size=4, mlp_ratio=1, lq_size=32)
 
 
-def tiny_config(head: str = "precond") -> TeacherConfig:
-    "The tiny teacher: space-to-depth latent, realsr-v1 schedule (T=15), x4."
-    return TeacherConfig(unet=tiny_unet().to_dict(), schedule=asdict(ScheduleConfig.realsr_v1()), latent="s2d", head=head,
+def tiny_config(head: str = "precond") -> ModelConfig:
+    "The tiny teacher: space-to-depth latent, realsr-v1 schedule (T=15), x4 (the adaptive head has one more output)."
+    return ModelConfig(unet=tiny_unet(48 + (head == "adaptive")).to_dict(), schedule=asdict(ScheduleConfig.realsr_v1()), latent="s2d", head=head,
                          sigma_data=0.1)   # the tests were calibrated with 0.1 (shipped preset: 0.05)
 
 
@@ -45,11 +44,10 @@ def tiny_model(seed: int = 0, std: float = 0.02, head: str = "precond") -> Diffu
 
 
 def save_tiny_weights(path, seed: int = 0, std: float = 0.02, default_steps=None, head: str = "precond") -> Path:
-    "Write a tiny model as a weights file in the format of `tadsr.teacher.export_weights` (loadable by `load_model`)."
+    "Write a tiny model as a weights file (`tadsr.model.save_model`, loadable by `load_model`)."
     model = tiny_model(seed, std, head)
-    config = dict(kind="diffusion-sr", builder="tadsr.teacher:build_from_config", teacher=model.cfg.to_dict(),
-                  train=None, step=0, weights="random", val=None, default_steps=default_steps)
-    return save_safetensors(path, _trainable_state(model), config)
+    save_model(path, model.cfg, unet_weights(model), default_steps=default_steps, step=0, averaged="random")
+    return Path(path)
 
 
 def photo(w: int, h: int, name: str = "astronaut"):
