@@ -177,7 +177,7 @@ def cmd_teacher(a):
     which, n, T, t = _in_child(_teacher_timing, a.threads, a.repeats)
     print(f"  weights: {which}; UNet {n:,} parameters")
     print(f"  64x64 -> 256x256, untiled: {T} steps {_fmt(t[T])} | 1 step {_fmt(t[1])} | "
-          f"ratio {t[T]['median'] / t[1]['median']:.1f}x (at most {T}x: the same network, {T} times)")
+          f"ratio {t[T]['median'] / t[1]['median']:.1f}x (about {T}x expected: the same network {T} times vs once)")
     for side, tile in ((256, None), (1024, 512), (1024, 256)):   # 512: the CLI's default tile
         size, dt, peak, extra = _in_child(_teacher_memory, side, tile, a.threads)
         how = f"tiled (tile {tile}, overlap {tile // 4})" if tile else "untiled"
@@ -215,7 +215,7 @@ def cmd_student(a):
     with torch.inference_mode():
         t15, t1 = _timed(lambda: sr(teacher, lr, 15), few), _timed(lambda: sr(student, lr, 1), a.repeats)
         print(f"64 -> 256: teacher 15 steps {_fmt(t15)} | student 1 step {_fmt(t1)} | speed-up "
-              f"{t15['median'] / t1['median']:.1f}x (at most 15x: the same network once)")
+              f"{t15['median'] / t1['median']:.1f}x (about 15x expected: the same network 15 times vs once)")
         _, zy = student.encode_pair(None, lr)
         zT, t = prior_sample(zy, student.sched, noise=torch.zeros_like(zy)), torch.full((1,), student.T - 1)
         parts = {"z_y = E(up(LR))": lambda: student.encode_pair(None, lr),
