@@ -84,9 +84,11 @@ lab: $(STAMP)
 	exec $(BIN)/jupyter lab nbs --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.port_retries=0 --allow-root \
 	  --IdentityProvider.token=$$token
 
+## CPU benchmarks (scripts/bench.py; each prints ratios measured side by side in one run). Others: BENCH="unet teacher
+## student distill census"; on a GPU: $(BIN)/python scripts/bench.py gpu --json nbs/gpu_results.json
+BENCH ?= unet teacher
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_unet.py
-	$(BIN)/python scripts/bench_teacher.py
+	@set -e; for b in $(BENCH); do echo "== scripts/bench.py $$b"; $(BIN)/python scripts/bench.py $$b; done
 
 clean:
 	rm -rf _proc outputs .pytest_cache .cache

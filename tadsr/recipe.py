@@ -4,11 +4,10 @@
 
 # %% auto #0
 __all__ = ['RESSHIFT_RELEASES', 'OFFICIAL', 'meta_model', 'OfficialFile', 'default_weights_dir', 'download_hint',
-           'check_weight_file', 'load_official', 'weights_status', 'load_official_teacher', 'realesrgan_lr', 'Recipe',
-           'load_gpu_results', 'gpu_results_table', 'op_census', 'one_step_census', 'time_budget_table']
+           'check_weight_file', 'load_official', 'weights_status', 'load_official_teacher', 'Recipe']
 
 # %% ../nbs/13_gpu_training.ipynb #fe052414
-import json, os, pickle
+import os, pickle
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import torch
 # %% ../nbs/13_gpu_training.ipynb #fa2b66a4
 from .core import get_device, load_pretrained
 from .unet import load_official_state_dict, count_params
-from .teacher import TeacherConfig, DiffusionSR, make_lr
-from .degradation import RealESRGANConfig, RealESRGANDegradation
+from .model import TeacherConfig, DiffusionSR
+from .degradation import make_lr
 from .distill import DistillConfig
 
 # %% ../nbs/13_gpu_training.ipynb #970a80fe
@@ -35,7 +34,7 @@ class OfficialFile:
     "One released ResShift weights file and the part of `DiffusionSR` it fits."
     name: str      # file name as released
     part: str      # 'unet' or 'latent': the `DiffusionSR` attribute it loads into
-    params: int    # parameter count of that module (RESSHIFT.md §0)
+    params: int    # parameter count of that module (the paper's Table I: 118.59 M UNet + 55.32 M VQ-f4)
 
     @property
     def url(self) -> str: return f"{RESSHIFT_RELEASES}/download/v2.0/{self.name}"
@@ -88,17 +87,12 @@ def load_official_teacher(folder=None, variant: str = "realsr", device=None, cap
     folder = Path(folder or default_weights_dir())
     for f in OFFICIAL[variant]: check_weight_file(folder / f.name, f.params, download_hint(f, folder))  # before building
     cfg = TeacherConfig.official_realsr_v1() if variant == "realsr" else TeacherConfig.official_faceir()
-    if capped: cfg = replace(cfg, schedule={**cfg.schedule, "capped": True})  # TAD-SR's etas_start (faces, RESSHIFT §1.3)
+    if capped: cfg = replace(cfg, schedule={**cfg.schedule, "capped": True})  # TAD-SR's capped etas_start (T=4: faces)
     model = DiffusionSR(cfg)
     for f in OFFICIAL[variant]: load_official(getattr(model, f.part), folder / f.name, download_hint(f, folder))
     return model.to(get_device(device)).eval()
 
 # %% ../nbs/13_gpu_training.ipynb #68512c68
-def realesrgan_lr(hr: torch.Tensor, sf: int = 4, seed: int = 0, cfg: RealESRGANConfig | None = None) -> torch.Tensor:
-    "Like `make_lr(hr, sf)` but with the Real-ESRGAN second-order degradation (official settings); same seed, same LR."
-    cfg = cfg or RealESRGANConfig.official()
-    return RealESRGANDegradation(cfg if cfg.sf == sf else replace(cfg, sf=sf))(hr, seed=seed)
-
 @dataclass(frozen=True)
 class Recipe:
     "A distillation run minus data and weights: teacher architecture, trainer settings, LR synthesis, evaluation chop."
@@ -125,108 +119,17 @@ class Recipe:
     @classmethod
     def cpu(cls, **kw):
         "The same run at laptop size: the shipped CPU teacher, bicubic x4 LR, 128² crops, chop 128/16."
-        return cls("cpu", TeacherConfig.cpu(), DistillConfig(**kw), None, "bicubic", (128, 16),
-                   "the bundled photos plus any folder")
+        shipped = TeacherConfig.cpu(head="precond")         # the shipped teacher's head; a test compares it with the file
+        return cls("cpu", shipped, DistillConfig(**kw), None, "bicubic", (128, 16), "the bundled photos plus any folder")
 
     def build_teacher(self, weights_dir=None, device=None) -> DiffusionSR:
         "The frozen-to-be teacher: official weights for the paper recipes, the shipped weights for `cpu`."
         if self.weights is None: return load_pretrained("teacher").to(get_device(device)).eval()
         return load_official_teacher(weights_dir, self.weights, device)
 
-    def make_lr(self, hr: torch.Tensor, seed: int = 0) -> torch.Tensor:
-        "LR inputs the way the paper made them for this recipe (the trainer itself uses bicubic today, see below)."
-        if self.degradation == "realesrgan": return realesrgan_lr(hr, self.teacher.sf, seed)
-        if self.degradation == "bicubic": return make_lr(hr, self.teacher.sf)
-        raise NotImplementedError(f"the {self.degradation!r} degradation (GFPGAN-style blur/downsample/noise/JPEG for "
-                                  "faces) is not in tadsr yet")
-
-# %% ../nbs/13_gpu_training.ipynb #63713025
-def load_gpu_results(path) -> dict | None:
-    "The JSON written by `scripts/bench_gpu.py --json`, or None when it does not exist (not measured yet)."
-    p = Path(path)
-    return json.loads(p.read_text()) if p.is_file() else None
-
-def _ms(r) -> str: return "—" if not r else f"{r['median']:.1f} ms (min {r['min']:.1f}, n={r['n']})"
-
-def gpu_results_table(res: dict | None) -> str:
-    "Markdown table of a `bench_gpu.py` result (or a 'not measured yet' line)."
-    if not res: return "GPU numbers: **not measured yet** (run `python scripts/bench_gpu.py --json nbs/gpu_results.json` on a GPU)."
-    one, t15, d = res.get("one_step", {}), res.get("teacher_15", {}), res.get("distill", {})
-    side = f"{res.get('lr_side', 64)}->{res.get('hr_side', 256)}"
-    rows = [("device", f"{res['device']} (torch {res.get('torch')}, CUDA {res.get('cuda')})"), ("network", res.get("preset_label", res.get("preset")))]
-    rows += [(f"one step {side}, {k.split('_')[0]}", _ms(one.get(k))) for k in ("fp32_ms", "bf16_ms") if one.get(k)]
-    for k in ("fp32_parts_ms", "bf16_parts_ms"):
-        if one.get(k): rows.append((f"  parts ({k.split('_')[0]})", ", ".join(f"{n} {v['median']:.1f} ms" for n, v in one[k].items())))
-    for k, r in (one.get("bf16_variants_ms") or {}).items():
-        if isinstance(r, dict): rows.append((f"  bf16 {k.replace('_', ' ')}", _ms(r) if "median" in r else r.get("status", "")))
-    c = one.get("compiled") or {}
-    rows.append(("one step + torch.compile", f"{c.get('precision', '')} {_ms(c['ms'])}, first call {c['first_call_s']} s"
-                 if c.get("status") == "ok" else c.get("status", "not run")))
-    rows += [(f"teacher 15 steps {side}, {k.split('_')[0]}", _ms(t15.get(k))) for k in ("fp32_ms", "bf16_ms") if t15.get(k)]
-    if d.get("status") == "ok":
-        rows.append((f"distillation, batch {d['batch']}, {d['crop']}² crops, {d['amp']}",
-                     f"{d['iterations_per_s']:.2f} it/s ({d['ms_per_iteration']:.0f} ms per iteration"
-                     + (f", peak {d['peak_mem_gib']} GiB" if "peak_mem_gib" in d else "") + ")"))
-        rows.append(("  ms per phase", ", ".join(f"{k} {v:.0f}" for k, v in d["phase_ms"].items())))
-    else: rows.append(("distillation", d.get("status", "not run")))
-    variants = [r for r in (one.get("bf16_variants_ms") or {}).values() if isinstance(r, dict) and "median" in r]
-    best = [r["median"] for r in (one.get("fp32_ms"), one.get("bf16_ms"), c.get("ms"), *variants) if r]
-    if best and res.get("preset") == "official_realsr_v1" and res.get("device_type") == "cuda":
-        tgt = res.get("target_one_step_ms", 20.0)
-        rows.append((f"target: one step <= {tgt:.0f} ms", f"{'met' if min(best) <= tgt else 'not met'} (best median {min(best):.1f} ms)"))
-    return "| measurement | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
-
-# %% ../nbs/13_gpu_training.ipynb #199da697
-_VIEW_LIKE = {"aten.view", "aten._unsafe_view", "aten.reshape", "aten.expand", "aten.permute", "aten.transpose",
-              "aten.unsqueeze", "aten.squeeze", "aten.slice", "aten.select", "aten.t", "aten.detach", "aten.alias",
-              "aten.as_strided", "aten.split", "aten.unbind", "aten.split_with_sizes"}
-
-def op_census(fn) -> dict:
-    "ATen calls of one `fn()` (all, view-like, the rest: kernel launches in eager mode), its counted GFLOPs, the top calls."
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import FlopCounterMode
-    from collections import Counter
-
-    class _Count(TorchDispatchMode):
-        def __init__(self):
-            super().__init__(); self.calls = Counter()
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.calls[str(func.overloadpacket)] += 1
-            return func(*args, **(kwargs or {}))
-
-    with torch.no_grad():
-        with _Count() as c: fn()
-        flops = FlopCounterMode(display=False)
-        with flops: fn()
-    total = sum(c.calls.values())
-    views = sum(n for k, n in c.calls.items() if k in _VIEW_LIKE)
-    return {"aten_calls": total, "view_like": views, "kernel_calls": total - views,
-            "gflop": round(flops.get_total_flops() / 1e9, 2), "top": dict(c.calls.most_common(8))}
-
-# %% ../nbs/13_gpu_training.ipynb #e5c93cee
-def one_step_census(net: DiffusionSR, lr) -> dict:
-    "`op_census` of one x4 step of `net` on `lr` (B,3,h,w) and of its parts: encode, one UNet call, decode."
-    from tadsr.teacher import super_resolve
-    with torch.no_grad():
-        _, zy = net.encode_pair(None, lr)
-        t = torch.full((lr.shape[0],), net.T - 1, dtype=torch.long, device=lr.device)
-        z0 = net.predict_x0(zy, t, zy, lr)
-    parts = {"encode": lambda: net.encode_pair(None, lr), "unet": lambda: net.predict_x0(zy, t, zy, lr),
-             "decode": lambda: net.latent.decode(z0),
-             "one_step": lambda: super_resolve(net, lr, 1, noise=torch.zeros_like(zy))}
-    return {name: op_census(fn) for name, fn in parts.items()}
-
-# %% ../nbs/13_gpu_training.ipynb #895af7d9
-def time_budget_table(census: dict | None, gpu: dict | None, precision: str = "bf16") -> str:
-    "Markdown: per part, calls, GFLOPs, measured GPU ms, effective TFLOP/s and us per call (census x `bench_gpu` parts)."
-    if not census: return "Census: **not computed** (run `python scripts/op_census.py --json nbs/op_census.json`)."
-    parts = ((gpu or {}).get("one_step") or {}).get(f"{precision}_parts_ms") or {}
-    rows = []
-    for name, c in census["parts"].items():
-        ms = (parts.get(name) or {}).get("median")
-        rate = f"{c['gflop'] / ms:.1f}" if ms else "not measured"
-        per = f"{1e3 * ms / c['kernel_calls']:.0f}" if ms else "not measured"
-        rows.append(f"| {name} | {c['kernel_calls']:,} | {c['gflop']:,.1f} | {f'{ms:.1f}' if ms else 'not measured'} | {rate} | {per} |")
-    dev = (gpu or {}).get("device", "no GPU result")
-    return (f"| part | kernel calls | GFLOP | {precision} ms ({dev}) | TFLOP/s | us per call |\n|---|---|---|---|---|---|\n"
-            + "\n".join(rows))
+    def make_lr(self, hr: torch.Tensor, seeds=None) -> torch.Tensor:
+        "LR inputs the way the paper made them for this recipe: lesson 02's `make_lr` (`seeds`: one per image, realesrgan)."
+        if self.degradation == "gfpgan":
+            raise NotImplementedError("the 'gfpgan' degradation (GFPGAN-style blur/downsample/noise/JPEG for faces) is "
+                                      "not in tadsr yet")
+        return make_lr(hr, self.teacher.sf, self.degradation, seeds=seeds)

@@ -1,5 +1,6 @@
-"The full-size recipe (lesson 13): official-weight checks, presets, Real-ESRGAN LR, and scripts/bench_gpu.py on CPU."
+"The full-size recipe (lesson 13): official-weight checks, presets, Real-ESRGAN LR; scripts/bench.py's gpu and census on CPU."
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 from tadsr.autoencoder import VQConfig
-from tadsr.recipe import (OFFICIAL, Recipe, check_weight_file, gpu_results_table, load_gpu_results, load_official,
-                          load_official_teacher, meta_model, realesrgan_lr, weights_status)
+from tadsr.degradation import make_lr
+from tadsr.recipe import (OFFICIAL, Recipe, check_weight_file, load_official, load_official_teacher, meta_model,
+                          weights_status)
 from tadsr.unet import UNetConfig, count_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,8 +24,8 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_official_presets_match_spec_counts():
-    "RESSHIFT.md §0 parameter counts, from meta-device builds (no memory); OFFICIAL lists the same numbers."
+def test_official_presets_match_official_counts():
+    "Parameter counts of the official classes (Table I: 118.59 + 55.32 M), from meta-device builds; OFFICIAL agrees."
     for variant, (unet_n, lat_n) in {"realsr": (118_593_583, 55_322_782), "faceir": (118_931_604, 77_009_115)}.items():
         r = Recipe.paper_sr() if variant == "realsr" else Recipe.paper_faces()
         m = meta_model(r.teacher)
@@ -78,7 +80,7 @@ def test_default_weights_dir_env(tmp_path, monkeypatch):
 
 
 def test_paper_hyperparameters():
-    "Spec TADSR §7.2 (released configs)."
+    "The released TAD-SR configs (TAD-SR.yaml for SR, TAD-faceir.yaml for faces)."
     sr, faces = Recipe.paper_sr().distill, Recipe.paper_faces().distill
     assert (sr.steps, sr.batch_size, sr.crop, sr.lr, sr.lr_d, sr.warmup) == (30000, 8, 256, 5e-5, 5e-5, 5000)
     assert (sr.lambda1, sr.lambda2, sr.ema, sr.grad_clip) == (1.0, 0.02, 0.999, 0.0)
@@ -86,54 +88,62 @@ def test_paper_hyperparameters():
     assert Recipe.paper_sr().chop == (512, 64) and Recipe.paper_sr(steps=5).distill.steps == 5
 
 
-def test_realesrgan_lr_and_recipe_make_lr():
+def _script(name: str):
+    "Import scripts/NAME.py as a module (the scripts are not a package)."
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_recipe_make_lr_is_lesson_02s():
+    "Recipe.make_lr is make_lr with the recipe's degradation: seeded per image (realesrgan), bicubic, no gfpgan."
     g = torch.Generator().manual_seed(0)
     hr = torch.rand(2, 3, 128, 128, generator=g) * 2 - 1
-    a, b, c = realesrgan_lr(hr, seed=3), realesrgan_lr(hr, seed=3), realesrgan_lr(hr, seed=4)
-    assert a.shape == (2, 3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(Recipe.paper_sr().make_lr(hr, seed=3), a)
-    assert Recipe.cpu().make_lr(hr).shape == (2, 3, 32, 32)
+    a = Recipe.paper_sr().make_lr(hr, seeds=[3, 4])
+    assert a.shape == (2, 3, 32, 32) and torch.equal(a, make_lr(hr, 4, "realesrgan", seeds=[3, 4]))
+    assert torch.equal(a[1:], Recipe.paper_sr().make_lr(hr[1:], seeds=[4]))          # per image, not per batch
+    assert not torch.equal(a[:1], Recipe.paper_sr().make_lr(hr[:1], seeds=[5]))
+    assert torch.equal(Recipe.cpu().make_lr(hr), make_lr(hr))
+    assert Recipe.paper_sr().distill.degradation == Recipe.paper_sr().degradation == "realesrgan"
     with pytest.raises(NotImplementedError, match="gfpgan"):
         Recipe.paper_faces().make_lr(torch.zeros(1, 3, 512, 512))
 
 
-def test_gpu_results_table_missing(tmp_path):
-    assert load_gpu_results(tmp_path / "none.json") is None
-    assert "not measured yet" in gpu_results_table(None)
+def test_cpu_recipe_is_the_shipped_teacher():
+    from tadsr.core import load_pretrained, registry
+    if "teacher" not in registry(): pytest.skip("no shipped teacher")
+    assert load_pretrained("teacher").cfg == Recipe.cpu().teacher
 
 
 def test_bench_gpu_small_on_cpu(tmp_path):
-    "scripts/bench_gpu.py --small runs on CPU, writes JSON with every section, and lesson 13 renders it."
+    "scripts/bench.py gpu --small runs on CPU and writes JSON with every section (the lesson renders that JSON)."
     out = tmp_path / "b.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), "--small", "--device", "cpu", "--json", str(out),
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench.py"), "gpu", "--small", "--device", "cpu", "--json", str(out),
            "--lr-side", "32", "--repeats", "1", "--warmup", "0", "--teacher-repeats", "1", "--distill-steps", "1",
            "--threads", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                        env={**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.startswith("device: CPU") or "\ndevice: CPU" in r.stdout
+    assert r.stdout.startswith("device: CPU") and "x one step" in r.stdout
     res = json.loads(out.read_text())
     assert res["preset"] == "small" and res["lr_side"] == 32 and res["hr_side"] == 128
     assert res["one_step"]["fp32_ms"]["median"] > 0 and "bf16_ms" not in res["one_step"]   # no bf16 on CPU
+    assert set(res["one_step"]["fp32_parts_ms"]) == {"encode", "unet", "decode"}
     assert res["teacher_15"]["fp32_ms"]["median"] > res["one_step"]["fp32_ms"]["min"]
     d = res["distill"]
     assert d["status"] == "ok", d
-    assert d["batch"] == 2 and d["iterations_per_s"] > 0 and d["loss_finite"]
-    assert {"student", "teacher", "disc", "hsd"} <= set(d["phase_ms"])
-    table = gpu_results_table(load_gpu_results(out))
-    assert res["device"] in table and "one step 32->128, fp32" in table and "target" not in table   # not the full size
+    assert d["batch"] == 2 and d["degradation"] == "realesrgan" and d["iterations_per_s"] > 0 and d["loss_finite"]
+    assert set(d["phase_ms"]) == {"data", "student", "disc", "teacher", "g_step"}           # the trainer's clock
+    assert res["one_step"]["compiled"]["status"].startswith("not run")
 
 
 def test_one_step_variants_on_cpu():
-    "bench_gpu's bf16 variants: eager and channels-last run anywhere (same output to bf16 precision); graphs say why not."
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import bench_gpu
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    cfg, _ = bench_gpu._preset(True)
-    net = bench_gpu._build(cfg, torch.device("cpu"))
-    v = bench_gpu.one_step_variants(net, torch.device("cpu"), repeats=1, warmup=0, side=32)
+    "bench gpu's bf16 variants: eager and channels-last run anywhere (same output to bf16 precision); graphs say why not."
+    bench = _script("bench")
+    cfg, _ = bench._preset(True)
+    net = bench._build(cfg, torch.device("cpu"))
+    v = bench.one_step_variants(net, torch.device("cpu"), repeats=1, warmup=0, side=32)
     assert set(v) == {"eager", "graph", "channels_last", "graph_channels_last"}
     assert v["eager"]["median"] > 0 and v["eager"]["max_abs_diff_vs_eager"] == 0.0
     assert 0 <= v["channels_last"]["max_abs_diff_vs_eager"] < 0.05          # bf16 rounding, other summation order
@@ -141,31 +151,39 @@ def test_one_step_variants_on_cpu():
     assert all(p.is_contiguous() for p in net.parameters())                  # layout restored
 
 
-def test_gpu_results_table_variants_and_target():
-    "Variant rows appear, and the target line takes the best median over every measured variant."
-    ms = lambda m: {"median": m, "min": m, "n": 1}
-    res = {"device": "GPU X", "device_type": "cuda", "preset": "official_realsr_v1", "target_one_step_ms": 20.0,
-           "one_step": {"fp32_ms": ms(50.0), "bf16_ms": ms(51.0),
-                        "bf16_variants_ms": {"graph": ms(18.5), "graph_channels_last": {"status": "error: X"}}},
-           "teacher_15": {}, "distill": {"status": "skipped"}}
-    table = gpu_results_table(res)
-    assert "bf16 graph | 18.5 ms" in table and "bf16 graph channels last | error: X |" in table
-    assert "met (best median 18.5 ms)" in table
-    res["one_step"]["bf16_variants_ms"]["graph"] = ms(25.0)
-    assert "not met (best median 25.0 ms)" in gpu_results_table(res)
-
-
-def test_op_census_counts_and_time_budget():
-    from tadsr.recipe import op_census, time_budget_table
+def test_op_census_counts_kernel_calls_and_flops():
+    "bench census: a known case exactly, the CPU preset's one step part by part, and the committed full-size JSON."
+    bench = _script("bench")
     lin, x = torch.nn.Linear(16, 8), torch.zeros(4, 16)
-    c = op_census(lambda: lin(x).relu())
+    c = bench.op_census(lambda: lin(x).relu())
     assert c["gflop"] == round(2 * 4 * 16 * 8 / 1e9, 2) and c["kernel_calls"] >= 2 and c["aten_calls"] >= c["kernel_calls"]
-    from tadsr.recipe import one_step_census
+    conv, xc = torch.nn.Conv2d(8, 16, 3, padding=1), torch.zeros(1, 8, 32, 32)
+    c = bench.op_census(lambda: conv(xc))
+    assert c["gflop"] == round(2 * 32 * 32 * 16 * 8 * 9 / 1e9, 2) and c["kernel_calls"] == 1
     from tadsr.model import DiffusionSR, TeacherConfig
-    small = one_step_census(DiffusionSR(TeacherConfig.cpu()).eval(), torch.zeros(1, 3, 32, 32))
+    small = bench.one_step_census(DiffusionSR(TeacherConfig.cpu()).eval(), torch.zeros(1, 3, 32, 32))
     assert set(small) == {"encode", "unet", "decode", "one_step"}
     assert small["one_step"]["kernel_calls"] >= small["unet"]["kernel_calls"] > 100
+    assert small["unet"]["gflop"] > 0 and small["encode"]["gflop"] == 0                     # space-to-depth: no FLOPs
     census = json.loads((ROOT / "nbs" / "op_census.json").read_text())
     assert census["preset"] == "official_realsr_v1" and census["parts"]["unet"]["kernel_calls"] > 500
-    table = time_budget_table(census, None)
-    assert "| unet |" in table and "not measured" in table
+    assert all(p["aten_calls"] == p["view_like"] + p["kernel_calls"] for p in census["parts"].values())
+
+
+def test_bench_timed_rows_warns_when_phases_are_missing():
+    bench = _script("bench")
+    rows, warn = bench.timed_rows({"time_ms": [{"step": 1, "data": 9.0}, {"step": 2, "data": 1.0}]}, 2)
+    assert rows == [{"step": 2, "data": 1.0}] and warn == ""
+    rows, warn = bench.timed_rows({"time_ms": [{"step": 1, "data": 9.0}]}, 3)
+    assert rows == [{"step": 1, "data": 9.0}] and "1 of 3 iterations" in warn
+
+
+def test_run_ablation_options_and_mean_std():
+    "run_ablation: every DistillConfig setting is a train option (ablation defaults), and the JSON's mean / sample std."
+    abl = _script("run_ablation")
+    a = abl.build_parser().parse_args(["train", "--steps", "7", "--degradation", "realesrgan"])
+    cfg = abl.config_from_args(abl.DistillConfig, a)
+    assert (cfg.steps, cfg.degradation, cfg.lr, cfg.warmup, cfg.amp, cfg.val_every) == (7, "realesrgan", 1e-4, 100, False, 0)
+    assert type(cfg) is abl.DistillConfig
+    mean, std = abl.mean_std({"a": {"psnr_y": 1.0, "lpips": None}, "b": {"psnr_y": 3.0, "lpips": None}})
+    assert mean == {"psnr_y": 2.0, "lpips": None} and std["psnr_y"] == pytest.approx(2 ** 0.5) and std["lpips"] is None
