@@ -58,7 +58,7 @@ class LatentSpace(nn.Module):
     def upsample_and_encode(self, lr: Tensor,  # LR image y (B,3,h,w) in [-1,1]
                             sf: int = 4,       # SR scale; 1 means no interpolation (ResShift faceir)
                            ) -> Tensor:        # z_y (B,C,sf*h/f,sf*w/f)
-        "`z_y = scale_factor * E(bicubic_sf(y))` with PyTorch bicubic and no clamp (RESSHIFT 2.1)."
+        "`z_y = scale_factor * E(bicubic_sf(y))` with PyTorch bicubic and no clamp, as ResShift does."
         up = lr if sf == 1 else F.interpolate(lr, scale_factor=sf, mode='bicubic')   # (B,3,sf*h,sf*w), may leave [-1,1]
         return self.encode(up)
 
@@ -241,7 +241,7 @@ class VectorQuantizer(nn.Module):
         d = zf.pow(2).sum(1, keepdim=True) + e.pow(2).sum(1) - 2 * zf @ e.t()     # (BHW,n_embed) squared distances
         idx = d.argmin(1)                                                         # first index on ties
         zq = e[idx].view(B, H, W, C).permute(0, 3, 1, 2)                          # (B,C,h,w) codewords
-        return z + (zq - z).detach(), idx.view(B, H, W)                           # straight-through (T17)
+        return z + (zq - z).detach(), idx.view(B, H, W)                           # straight-through: the forward value is zq, the gradient goes to z
 
 # %% ../nbs/06_autoencoder.ipynb #c67e4394
 _DDCONFIG_KEYS = {'double_z', 'z_channels', 'resolution', 'in_channels', 'out_ch', 'ch', 'ch_mult', 'num_res_blocks',
@@ -270,7 +270,7 @@ class VQAutoencoder(LatentSpace):
         self.factor, self.channels = 2 ** (len(arch['ch_mult']) - 1), embed_dim
         self.in_channels, self.scale_factor = dd.get('in_channels', 3), float(scale_factor)
 
-    def raw_encode(self, x: Tensor) -> Tensor:  # (B,3,H,W) -> (B,C,H/f,W/f), NOT quantised (T12)
+    def raw_encode(self, x: Tensor) -> Tensor:  # (B,3,H,W) -> (B,C,H/f,W/f), NOT quantised (ResShift encodes without quantising; decode quantises)
         "E(x) = quant_conv(encoder(x))."
         return self.quant_conv(self.encoder(x))
 

@@ -200,7 +200,8 @@ def test_score_gaps_all_steps_by_default(net, hr):
 
 def test_bad_inputs(net, hr):
     with pytest.raises(ValueError, match="multiple of 32"): score_gaps(net, hr[..., :48, :48])
-    odd = DiffusionSR(TeacherConfig(**{**net.cfg.to_dict(), "latent": "identity"}))
+    d = net.cfg.to_dict()
+    odd = DiffusionSR(TeacherConfig(**{**d, "latent": "identity", "unet": {**d["unet"], "in_channels": 3, "out_channels": 3}}))
     with pytest.raises(ValueError, match="latent"): sr_latents(net, hr, student=odd)
     with pytest.raises(ValueError, match="t must be in"): score_gaps(net, hr, ts=[15])
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from tadsr.autoencoder import Identity, LatentSpace, SpaceToDepth, VQAutoencoder, VQConfig
 
-SPEC = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "resshift_state_dict_shapes.json"
+SPEC = Path(__file__).resolve().parent / "fixtures" / "resshift" / "state_dict_shapes.json"
 ATOL = RTOL = 1e-5   # fixtures README: vq_small_io float tensors
 
 
@@ -78,7 +78,7 @@ def test_vq_small_decode(vq_small, vq_io):
     torch.testing.assert_close(dec, vq_io["decoded"], atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(dec_nq, vq_io["decoded_no_quantize"], atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(full, vq_io["decoded"], atol=ATOL, rtol=RTOL)
-    assert (dec - dec_nq).abs().max() > 1e-2                            # quantisation at decode matters (T12)
+    assert (dec - dec_nq).abs().max() > 1e-2                            # quantisation at decode matters (the decoder was trained on codewords)
 
 
 def test_vq_small_rejects_wrong_state_dict(fixtures_dir):

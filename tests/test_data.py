@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tadsr.data import HRCropDataset, bundled_photos, find_images, make_loader, validation_photos
+from tadsr.data import HRCropDataset, bundled_photos, find_images, heldout_photos, make_loader, validation_photos
 
 
 @pytest.fixture(scope="module")
@@ -92,21 +92,23 @@ def test_find_images(tmp_path):
         find_images(tmp_path / "missing")
 
 
-def test_validation_disjoint_from_bundled(photos):
-    val = validation_photos()
-    assert set(val) == {"china", "flower"}
-    assert set(photos) == {"astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right"}
+def test_heldout_disjoint_from_bundled(photos):
+    val = heldout_photos()
+    assert set(validation_photos()) == {"china", "flower"}
+    assert set(val) == {"china", "flower", "chelsea", "coffee"}
+    assert set(photos) == {"astronaut", "rocket", "motorcycle_left", "motorcycle_right"}
     assert not set(val) & set(photos)
     val_px = {np.asarray(v).tobytes() for v in val.values()}
     assert not any(np.asarray(p).tobytes() in val_px for p in photos.values())
 
 
-def test_dataset_refuses_validation_photo(photos, tmp_path):
-    val = validation_photos()
-    with pytest.raises(ValueError, match="validation photo"):
-        HRCropDataset([photos["coffee"], val["china"]], crop=64)
+def test_dataset_refuses_heldout_photo(photos, tmp_path):
+    val = heldout_photos()
+    for name in val:
+        with pytest.raises(ValueError, match="held-out photo"):
+            HRCropDataset([photos["rocket"], val[name]], crop=64)
     val["flower"].save(tmp_path / "my_flower.png")                 # lossless copy on disk: still refused
-    with pytest.raises(ValueError, match="validation photo"):
+    with pytest.raises(ValueError, match="held-out photo"):
         HRCropDataset([tmp_path], crop=64)
 
 

@@ -163,7 +163,7 @@ def test_realesrgan_per_sample_randomness(hr_batch):
 
 def test_realesrgan_config_is_spec_and_frozen():
     c = RealESRGANConfig()
-    assert c.kernel_sizes1 == tuple(range(3, 20, 2)) and c.kernel_sizes2 == tuple(range(3, 14, 2))   # trap T23
+    assert c.kernel_sizes1 == tuple(range(3, 20, 2)) and c.kernel_sizes2 == tuple(range(3, 14, 2))   # odd sizes; stage 2 smaller
     assert c.second_order_prob == 0.5 and c.final_sinc_prob == 0.8 and c.jpeg_range1 == (30.0, 95.0)
     assert abs(sum(c.kernel_probs) - 1) < 1e-12 and RealESRGANConfig.official() == c
     with pytest.raises(dataclasses.FrozenInstanceError): c.sf = 2

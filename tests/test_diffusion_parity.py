@@ -60,7 +60,7 @@ def test_schedule_arrays(schedule_json, name):
           f"(exactly equal: {sum(v == 0 for v in worst.values())}/{len(worst)})")
 
 
-# RESSHIFT.md table 1.6.C: 4-step configs with the SinSR/TAD-SR capped etas_start = sqrt(0.001)
+# 4-step configs with the SinSR/TAD-SR capped etas_start = sqrt(0.001) (values recorded from the official code)
 TABLE_C = {"sqrt_etas": [0.031622776602, 0.376439658832, 0.667323388925, 0.990000000000],
            "etas_prev": [0.0, 0.001, 0.141706816742, 0.445320505407],
            "posterior_mean_coef1": [0.0, 0.007056823539, 0.318213096009, 0.454362315485],

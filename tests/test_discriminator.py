@@ -1,4 +1,4 @@
-"""The time-aware discriminator (lesson 10, spec TADSR.md §6): t-dependence, gradient routing through the frozen
+"""The time-aware discriminator (lesson 10): t-dependence, gradient routing through the frozen
 teacher, logit shapes for the CPU and official presets, hinge-loss values."""
 from types import SimpleNamespace
 
@@ -13,7 +13,7 @@ from tiny_model import tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # fixture in conftest.py
 
-OFFICIAL_SHAPES = [(160, 32, 32), (320, 16, 16), (320, 8, 8), (640, 8, 8), (640, 8, 8)]   # spec §6.1, 64x64 latent
+OFFICIAL_SHAPES = [(160, 32, 32), (320, 16, 16), (320, 8, 8), (640, 8, 8), (640, 8, 8)]   # the official UNet's encoder, 64x64 latent
 
 
 def perturb_(disc, seed=0, std=0.05):
@@ -180,7 +180,7 @@ def test_hinge_values():
 
 
 def test_hinge_is_flat_mean_over_all_logits():
-    "Two scales of different sizes: the loss is the mean over all logits, not the mean of per-scale means (spec §8.4)."
+    "Two scales of different sizes: the loss is the mean over all logits, not the mean of per-scale means."
     real = torch.cat([torch.full((1, 3), 0.0), torch.full((1, 1), 2.0)], dim=1)   # relu(1-x): 1,1,1,0 -> 0.75
     fake = torch.full((1, 4), -1.0)                                               # relu(1+x): 0
     assert d_hinge_loss(_identity_disc, [real], [fake], None).item() == pytest.approx(0.75)

@@ -42,7 +42,10 @@ def test_ddp_two_processes_match_single_process(teacher_file, tmp_path):
     moved = max((sd[k] - load_safetensors(teacher_file)[0][k]).abs().max().item() for k in w0)
     diff = max((sd[k] - w0[k]).abs().max().item() for k in w0)
     assert moved > 1e-4, "training did not change the student; the comparison would be empty"
-    assert diff < 1e-5 * max(1.0, moved) + 1e-6, f"DDP vs single process: max |diff| {diff} (moved {moved})"
+    # DistributedDataParallel sums gradients bucket by bucket, in another order than one process's batch mean, and
+    # AdamW divides by sqrt(v), which magnifies those rounding differences where a gradient is near zero: measured
+    # 1.4e-5 after 3 steps that moved the weights by 2.7e-3. A missing or wrong reduction differs by ~`moved`.
+    assert diff < 0.02 * moved, f"DDP vs single process: max |diff| {diff} (moved {moved})"
     for a, b in zip(hist["loss"], c0["loss"]):                 # rank 0 logs its half-batch; both are finite
         assert abs(a["total"]) < 1e3 and abs(b["total"]) < 1e3
 
@@ -61,7 +64,7 @@ def test_resume_is_exact(teacher_file, tmp_path, one_thread):
 
 def test_resume_refuses_other_settings(teacher_file, tmp_path, one_thread):
     train_student(str(teacher_file), _cfg(steps=1), PHOTOS, tmp_path, progress=False)
-    with pytest.raises(ValueError, match="other distillation settings"):
+    with pytest.raises(ValueError, match="made with another 'distill'"):
         train_student(str(teacher_file), _cfg(steps=2, distill="sds"), PHOTOS, tmp_path, progress=False)
 
 
@@ -83,10 +86,11 @@ def test_nan_stops_and_keeps_checkpoint(teacher_file, tmp_path, one_thread):
 def test_ablation_switches(teacher_file, tmp_path, one_thread, distill, disc):
     _, h = train_student(str(teacher_file), _cfg(steps=2, distill=distill, disc=disc), PHOTOS, tmp_path, progress=False)
     last = h["loss"][-1]
-    assert (last["d"] == 0.0) == (disc == "none")
+    assert ("d" in last) == (disc != "none")                   # the D step's loss is logged only when there is a D
     assert (last["adv"] == 0.0) == (disc == "none")
     assert (last["sd"] == 0.0) == (distill == "none")
-    assert set(h["time_ms"][-1]) >= {"data", "student", "teacher", "hsd", "g_step"}
+    assert set(h["time_ms"][-1]) >= {"data", "student", "disc", "teacher", "g_step"}
+    assert len(h["time_ms"]) == 2                               # a per-phase record at every log
 
 
 def test_target_pool_reuses_targets(teacher_file, tmp_path, one_thread):
@@ -110,20 +114,16 @@ def test_export_student_loads_as_one_step_model(teacher_file, tmp_path, one_thre
     assert 0 < d < 1e-3
 
 
-def test_realesrgan_degradation_is_per_item_deterministic():
-    "The Real-ESRGAN LR of an item depends only on (seed, item): the same whatever batch/process it lands in."
-    from tadsr.distill import _degrade
+def test_realesrgan_lr_is_per_item_deterministic():
+    "The trainer's Real-ESRGAN LR of an item depends only on its seed: the same whatever batch/process it lands in."
     from tadsr.degradation import make_lr
     g = torch.Generator().manual_seed(0)
     hr = torch.rand(3, 3, 64, 64, generator=g) * 2 - 1
-    d = _cfg(degradation="realesrgan", crop=64)
-    a = _degrade(hr, [10, 11, 12], d, 4)
-    b = torch.cat([_degrade(hr[1:], [11, 12], d, 4), _degrade(hr[:1], [10], d, 4)])[[2, 0, 1]]
+    a = make_lr(hr, 4, "realesrgan", seeds=[10, 11, 12])
+    b = torch.cat([make_lr(hr[1:], 4, "realesrgan", seeds=[11, 12]), make_lr(hr[:1], 4, "realesrgan", seeds=[10])])[[2, 0, 1]]
     assert a.shape == (3, 3, 16, 16) and torch.equal(a, b)
     assert not torch.equal(a, make_lr(hr, 4))
     assert torch.equal(a, torch.round((a + 1) * 127.5) / 127.5 - 1)      # 8-bit levels
-    with pytest.raises(ValueError, match="x4"):
-        _degrade(hr, [0, 1, 2], d, 1)
 
 
 def test_cli_distill_trains_and_exports(teacher_file, tmp_path, one_thread):
@@ -152,11 +152,18 @@ def test_cli_distill_runs_as_module_and_rejects_bad_teacher(tmp_path):
 
 def test_draws_follow_noise_dist_and_split_by_rank():
     "D's and HSD's re-noising noise follow `noise_dist`; two ranks' draws are the halves of one process's draws."
-    from tadsr.distill import _draws
+    import tadsr.distill as td
+    from tadsr.training import step_generator
+    class Run:                                                  # what `_draws` needs of a TrainRun
+        generator = staticmethod(lambda: step_generator(0, 3))
     shape = (4, 48, 8, 8)
-    leg = _draws(3, _cfg(noise_dist="uniform_legacy"), 15, shape, 0, 1)
+    leg = td._draws(Run, _cfg(noise_dist="uniform_legacy"), 15, shape, [0, 1, 2, 3])
     assert leg["n_d"].min() >= 0 and leg["n_d"].max() < 1 and leg["n_s"].min() >= 0
-    full = _draws(3, _cfg(), 15, shape, 0, 1)
+    full = td._draws(Run, _cfg(), 15, shape, [0, 1, 2, 3])
     assert full["n_d"].min() < 0 and set(full["t_s"].tolist()) <= {0, 1, 2} and full["t_d"].max() <= 13
-    halves = [_draws(3, _cfg(), 15, shape, r, 2) for r in (0, 1)]
+    halves = []
+    for r in (0, 1):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(td, "world_info", lambda r=r: (r, 2))
+            halves.append(td._draws(Run, _cfg(), 15, shape, [2 * r, 2 * r + 1]))
     for k, v in full.items(): assert torch.equal(torch.cat([h[k] for h in halves]), v), k

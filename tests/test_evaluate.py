@@ -248,7 +248,7 @@ def test_load_ablation_tolerates_missing_keys(tmp_path):
 
 
 def test_paper_tables_are_the_papers():
-    "Golden values copied from the paper (Tables I, II, V; spec §9.2)."
+    "Golden values copied from the paper (Tables I, II, V)."
     t = paper_tables()
     assert t["Table I"]["rows"][0] == ["ResShift-15", 0.231, 0.592, 53.660, 0.682, "118.59 + 55.32"]
     assert t["Table I"]["rows"][-1][:5] == ["TAD-SR-1", 0.227, 0.652, 57.533, 0.058]

@@ -247,26 +247,19 @@ def test_load_model_path_default_steps(tmp_path):
     assert load_model(str(p1))[1] == 1
 
 
-def test_student_falls_back_to_teacher_in_one_step(tmp_path, monkeypatch):
-    "Registry stand-in: a 'teacher' only; 'student' must warn and return the teacher with 1 step."
-    p = save_tiny_weights(tmp_path / "teacher.safetensors")
-    from tadsr.core import load_pretrained as real
-    monkeypatch.setattr(inf, "registry", lambda: {"teacher": {"file": p.name}})
-    monkeypatch.setattr(inf, "load_pretrained", lambda name: real(p) if name == "teacher" else real(name))
-    with pytest.warns(UserWarning, match="ONE step"):
-        net, steps = load_model("student")
-    assert isinstance(net, DiffusionSR) and steps == 1
+def test_load_model_caches_and_reloads_a_changed_file(tmp_path):
+    "The same file on the same device loads once; another model written to that path is loaded again."
+    p = save_tiny_weights(tmp_path / "m.safetensors", default_steps=1)
+    a, ka = load_model(str(p))
+    assert load_model(str(p))[0] is a and ka == 1
+    save_tiny_weights(p, seed=1, std=0.03)                          # a different model in the same file
+    b, kb = load_model(str(p))
+    assert b is not a and kb == b.T
+    assert not torch.equal(next(a.unet.parameters()), next(b.unet.parameters()))
 
 
-@pytest.mark.skipif("teacher" not in registry() or "student" in registry(),
-                    reason="needs a registered 'teacher' and no 'student' in tadsr/weights/registry.json")
-def test_student_fallback_with_shipped_teacher():
-    with pytest.warns(UserWarning, match="teacher"):
-        net, steps = load_model("student")
-    assert steps == 1 and isinstance(net, DiffusionSR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert load_model("teacher")[1] == net.T
+def test_unknown_model_is_one_clear_error():
+    with pytest.raises(ValueError, match="no such model file or shipped model"): load_model("nonsense")
 
 
 # ---------------------------------------------------------------------------------------------------------------

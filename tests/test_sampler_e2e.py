@@ -32,8 +32,8 @@ def run(fixtures_dir):
     sched = make_schedule(ScheduleConfig.realsr_v1())
     lq = ref["lq"]
     with torch.no_grad():
-        up = F.interpolate(lq, scale_factor=4, mode="bicubic")          # PyTorch bicubic, no clamp (T11)
-        zy = vq.encode(ref["lq_bicubic_x4"])                            # pre-quantisation latent (T12)
+        up = F.interpolate(lq, scale_factor=4, mode="bicubic")          # PyTorch bicubic, no clamp (as ResShift)
+        zy = vq.encode(ref["lq_bicubic_x4"])                            # pre-quantisation latent (ResShift encodes without quantising)
         zT = prior_sample(zy, sched, noise=ref["noise_T"])
         x0_fn = lambda z, t: unet(scale_input(z, t, sched), t, lq=lq)   # noqa: E731 (the official x0 head)
         # fully end to end: from our own z_y (what a user's pipeline does); the official loop is eq. 2

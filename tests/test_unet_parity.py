@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from tadsr.unet import (SwinUNet, UNetConfig, count_params, load_official_state_dict, resshift_window_mask)
 
 torch.set_num_threads(2)
-SHAPES = Path(__file__).resolve().parents[1].parent / "shared" / "spec" / "resshift_state_dict_shapes.json"
+SHAPES = Path(__file__).resolve().parent / "fixtures" / "resshift" / "state_dict_shapes.json"
 
 
 # ---------------------------------------------------------------- fixture unet_small_a (official outputs)
@@ -82,7 +82,7 @@ def test_masks_equal_official(small_a, fixtures_dir, side, nwin):
     ("official_realsr", "unet_realsr_x4", 118_593_583, 564),
     ("official_faceir", "unet_faceir", 118_931_604, 576)])
 def test_official_layout(preset, key_prefix, n_params, n_keys):
-    if not SHAPES.is_file(): pytest.skip(f"{SHAPES} not found (spec folder of the development checkout)")
+    if not SHAPES.is_file(): pytest.skip(f"{SHAPES} not found (the official state-dict key names and shapes)")
     spec = json.loads(SHAPES.read_text())
     ref = next(v for k, v in spec.items() if k.startswith(key_prefix))
     with torch.device("meta"): model = getattr(UNetConfig, preset)().build()
