@@ -62,25 +62,13 @@ def cmd_upscale(args) -> int:
     return failed
 
 # %% ../nbs/14_cli.ipynb #d1633189
-def _zoom_boxes(hr, size: int = 64):
-    "The flattest and the most textured `size` px squares of an HR image (by its fine-detail RMS), (left, top, right, bottom)."
-    from tadsr.metrics import fine_band
-    import torch.nn.functional as F
-    e = F.avg_pool2d(fine_band(hr) ** 2, size).sqrt()[0, 0]              # fine-band RMS per square
-    boxes = []
-    for idx in (int(e.argmin()), int(e.argmax())):
-        r, c = divmod(idx, e.shape[1]); boxes.append((c * size, r * size, (c + 1) * size, (r + 1) * size))
-    return boxes
-
 def _demo_figure(name, lr, sr, hr, steps):
     "Bicubic | tadsr | HR, full, then 3x zooms of the flattest and of the most textured area."
     import matplotlib; matplotlib.use("Agg")
-    from tadsr.core import show_images, zoom_crop
+    from tadsr.evaluate import compare_figure, zoom_boxes
     bic = bicubic_resize(lr, scale=4).clamp(-1, 1)
-    (fl, tx), ims = _zoom_boxes(hr), [bic, sr, hr]
-    titles = ["bicubic", f"tadsr ({steps} step{'s' * (steps > 1)})", "HR (original)"]
-    return show_images(ims + [zoom_crop(x, fl, 3) for x in ims] + [zoom_crop(x, tx, 3) for x in ims], ncols=3, scale=3.2,
-                       titles=titles + [f"{t.split(' (')[0]}: flat area, 3x" for t in titles] + [f"{t.split(' (')[0]}: textured, 3x" for t in titles])
+    boxes = {f"{k} area, 3x": b for k, b in zoom_boxes(hr, 64).items()}
+    return compare_figure({"bicubic": bic, f"tadsr ({steps} step{'s' * (steps > 1)})": sr, "HR (original)": hr}, boxes, zoom=3)
 
 def cmd_demo(args) -> int:
     "Super-resolve the held-out sample photos (scikit-learn's china, flower) from their x4 bicubic LR; write figures + table."
@@ -96,7 +84,7 @@ def cmd_demo(args) -> int:
         m_bic, m_sr = detail_measures(bicubic_resize(lr, scale=4).clamp(-1, 1), hr, lr), detail_measures(sr, hr, lr)
         _save_png(tensor_to_pil(sr), out / f"{name}_tadsr.png")
         fig = _demo_figure(name, lr, sr, hr, steps)
-        with atomic_write(out / f"{name}_compare.png") as f: fig.savefig(f, format="png", dpi=80, bbox_inches="tight")
+        with atomic_write(out / f"{name}_compare.png") as f: fig.savefig(f, format="png", dpi=160, bbox_inches="tight")   # 1280 px wide
         rows += [[name, "bicubic", *(m_bic[k].item() for k in keys), None],
                  [name, args.model, *(m_sr[k].item() for k in keys), dt]]
     table = markdown_table(["photo", "method", "PSNR-Y (dB)", "grain", "texture", "detail corr.", "time (s)"], rows, fmt=".3g")

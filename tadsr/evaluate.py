@@ -19,15 +19,16 @@ from torch import Tensor
 __all__ = ['SF', 'SHIPPED', 'NOT_SHIPPED', 'METRICS', 'COLUMNS', 'MEAN_COLUMNS', 'ABLATION_PATH', 'PAPER_ABLATION_ROW',
            'PAPER_MATCH', 'Pair', 'heldout_pairs', 'load_pairs', 'Method', 'bicubic_method', 'model_method',
            'shipped_methods', 'default_methods', 'parse_models', 'lpips_setup', 'score', 'evaluate', 'summarise',
-           'format_table', 'report_notes', 'format_report', 'detail_box', 'compare_figure', 'load_ablation',
-           'format_ablation', 'paper_tables', 'beside_paper']
+           'format_table', 'report_notes', 'format_report', 'zoom_boxes', 'compare_figure', 'crop_table',
+           'load_ablation', 'format_ablation', 'paper_tables', 'beside_paper']
 
 # %% ../nbs/12_evaluate.ipynb #ef22c2c9
 from .core import ImageError, WEIGHTS_DIR, load_image, registry, show_images, zoom_crop, markdown_table, mod_crop
 from .data import find_images, heldout_crops
 from .degradation import bicubic_resize, make_lr
 from .inference import MIN_LR_SIDE, DEFAULT_TILE, load_model, upscale_tensor
-from .metrics import LPIPS, Timer, hf_energy, hf_energy_map, lpips_available, lpips_weights_path, detail_measures
+import torch.nn.functional as F
+from .metrics import LPIPS, Timer, hf_energy, lpips_available, lpips_weights_path, detail_measures, fine_band
 from .model import DiffusionSR
 from .core import center_crop_multiple
 
@@ -332,22 +333,34 @@ def format_report(rows: list[dict], fmt: str = "markdown", seed: int | None = No
             + "\n".join(f"- {s}" for s in notes) + "\n")
 
 # %% ../nbs/12_evaluate.ipynb #ac7abd3e
-def detail_box(hr: Tensor, size: int = 48) -> tuple[int, int, int, int]: # (left, top, right, bottom) in HR pixels
-    "The `size` x `size` square of `hr` (1,3,H,W) with the most high-frequency energy (smaller images: a smaller square)."
+def zoom_boxes(hr: Tensor, size: int = 48) -> dict:  # {'flat': box, 'textured': box}, boxes (left, top, right, bottom)
+    "The flattest and the most textured `size` px squares of `hr` (1,3,H,W), by the RMS of its fine band (lesson 03)."
     size = min(size, *hr.shape[-2:])
-    e = hf_energy_map(hr, tile=size)[0]                                     # (H//size, W//size)
-    r, c = divmod(int(e.argmax()), e.shape[1])
-    return (c * size, r * size, (c + 1) * size, (r + 1) * size)
+    e = F.avg_pool2d(fine_band(hr) ** 2, size).sqrt()[0, 0]                # (H//size, W//size)
+    out = {}
+    for name, idx in (("flat", int(e.argmin())), ("textured", int(e.argmax()))):
+        r, c = divmod(idx, e.shape[1]); out[name] = (c * size, r * size, (c + 1) * size, (r + 1) * size)
+    return out
 
 def compare_figure(images: dict,               # {title: (1,3,H,W) image in [-1,1]}, e.g. outputs + 'HR'
-                   box=None,                   # crop (left, top, right, bottom); None: `detail_box` of the last image
-                   zoom: int = 4,              # nearest-neighbour enlargement of the crops
-                  ):                           # matplotlib Figure: full images on top, crops below
-    "Side-by-side outputs with the same zoomed crop under each."
+                   boxes=None,                 # {label: (left, top, right, bottom)}; None: `zoom_boxes` of the last image
+                   zoom: int = 3,              # nearest-neighbour enlargement of the crops
+                   full: bool = True,          # also show the whole images in the first row
+                  ):                           # matplotlib Figure: whole images, then one row of crops per box
+    "Side-by-side outputs with the same zoomed crops under each."
     ims = [x[0] if x.dim() == 4 else x for x in images.values()]
-    box = box or detail_box(ims[-1][None])
-    crops = [zoom_crop(x, box, zoom) for x in ims]
-    return show_images(ims + crops, titles=list(images) + [f"zoom ({box[0]},{box[1]})"] * len(ims), ncols=len(ims))
+    boxes = boxes or zoom_boxes(ims[-1][None])
+    rows = [ims] if full else []
+    rows += [[zoom_crop(x, b, zoom) for x in ims] for b in boxes.values()]
+    titles = (list(images) if full else []) + [f"{k} ({b[0]},{b[1]})" for k, b in boxes.items() for _ in ims]
+    return show_images([x for r in rows for x in r], titles=titles, ncols=len(ims))
+
+# %% ../nbs/12_evaluate.ipynb #381768f1
+def crop_table(rows: list[dict], image: str,     # `evaluate` rows, one crop's name
+               keys=("psnr_y", "grain", "texture", "detail_corr", "lr_consistency")) -> str:
+    "The measures of every method on one image, as markdown."
+    rs = [r for r in rows if r["image"] == image and r.get("psnr_y") is not None]
+    return markdown_table(["method"] + [COLUMNS[k] for k in keys], [[r["method"]] + [_cell(r, k) for k in keys] for r in rs])
 
 # %% ../nbs/12_evaluate.ipynb #cf47e695
 ABLATION_PATH = WEIGHTS_DIR / "ablation.json"
