@@ -2,8 +2,8 @@
 # Fetch the photographic wallpapers used to train and validate the shipped weights (Debian packages
 # plasma-workspace-wallpapers, GPL-2+/LGPL-3, and mate-backgrounds, GPL-2+) into a scratch folder:
 #   OUTDIR/train/  19 photos the shipped models were trained on
-#   OUTDIR/val/     4 photos held out for choosing settings (never trained on): plasma Kite, Path, EveningGlow, mate LadyBird
-# (scikit-image's chelsea and coffee and scikit-learn's china and flower are held out too; they ship with those packages.)
+#   OUTDIR/val/     8 photos held out for choosing settings (never trained on): plasma Kite, Path, EveningGlow, mate
+#                   LadyBird, and scikit-image's chelsea and coffee and scikit-learn's china and flower (saved from those packages)
 # The photos are NOT committed (licence notices); the model card names them.
 # Usage: bash scripts/fetch_training_photos.sh [OUTDIR]   (default /tmp/tadsr_photos)
 set -euo pipefail
@@ -24,4 +24,8 @@ for name in BytheWater ColdRipple ColorfulCups DarkestHour EveningGlow FallenLea
 done
 # The 12 nature photographs of MATE.
 for p in "$work"/x/usr/share/backgrounds/mate/nature/*.jpg; do cp "$p" "$(place "mate_$(basename "$p" .jpg)")"; done
+# The four held-out photos that ship with scikit-image / scikit-learn, as files beside them (the model card's validation set).
+"${PYTHON:-$(dirname "$0")/../.venv/bin/python}" -c "
+from tadsr.data import heldout_photos
+for k, im in heldout_photos().items(): im.save('$out/val/' + k + '.png')"
 echo "photos in $out/train: $(ls "$out/train" | wc -l); held out in $out/val: $(ls "$out/val" | wc -l)"

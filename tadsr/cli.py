@@ -135,14 +135,16 @@ def _check_eval_args(args):
 
 def cmd_eval(args) -> int:
     "Score bicubic, the teacher at several step counts and the students on HR/LR pairs; print (and write) the tables."
-    from tadsr.evaluate import parse_models, load_pairs, heldout_pairs, evaluate, format_report
+    from tadsr.evaluate import parse_models, load_pairs, heldout_pairs, crop_pairs, evaluate, format_report
     out = _check_eval_args(args)
     methods = parse_models(args.models, teacher_steps=_int_list(args.steps, "--steps"), tile=args.tile or None)
     for m in methods:
         if not m.available: print(f"tadsr: warning: {m.name}: {m.note}", file=sys.stderr)
     side = args.max_side or None
     if side is not None and not args.hr and (side < 16 or side % 16): raise ValueError("--max-side must be a multiple of 16 without --hr")
-    pairs = load_pairs(args.hr, args.lr, side) if args.hr else _needs("the built-in held-out photos", lambda: heldout_pairs(side or 256))
+    if args.crops and (not args.hr or args.lr): raise ValueError("--crops needs --hr and no --lr")
+    if args.crops: pairs = crop_pairs(args.hr, args.crops)
+    else: pairs = load_pairs(args.hr, args.lr, side) if args.hr else _needs("the built-in held-out photos", lambda: heldout_pairs(side or 256))
     outputs = {} if args.grid else None
     rows = evaluate(methods, pairs, lpips=False if args.no_lpips else None, seed=args.seed,
                     progress=not args.no_progress, outputs=outputs)
@@ -204,6 +206,7 @@ EVAL_EPILOG = """examples:
   tadsr eval --models bicubic,teacher:1,student -o results.md
   tadsr eval --hr photos/ --max-side 512 -o results.csv       your photos (LR made by bicubic x4 downscaling)
   tadsr eval --hr photos/ --lr photos_x4/ --steps 15,1 -o results.json
+  tadsr eval --hr PHOTOS/val --crops 256 -o val.md     the model card's validation table
 
 models (--models, comma-separated):
   bicubic              plain bicubic x4 upsampling (the baseline)
@@ -229,6 +232,8 @@ def _add_eval_parser(sub):
     e.add_argument("--seed", type=int, default=0, help="noise seed shared by every diffusion model (default 0)")
     e.add_argument("--max-side", type=int, default=0, help="with --hr: centre-crop images to at most this many pixels per "
                                                            "side (0: whole images); without: the crop side (default 256)")
+    e.add_argument("--crops", type=int, default=0, metavar="SIDE", help="with --hr: score up to a 2x2 grid of SIDE px "
+                   "crops of every photo (photos first shrunk to 1280 px, as in training): the model card's protocol")
     e.add_argument("--tile", type=int, default=512, help="tile side in LR pixels for large images (0: one pass; default 512)")
     e.add_argument("--grid", metavar="DIR", help="also save one picture per image: all outputs side by side, with zoomed crops")
     e.add_argument("--no-lpips", action="store_true", help="skip LPIPS even when its weights are installed")

@@ -17,7 +17,7 @@ from .core import ImageError, load_pil, load_image
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'bundled_photos', 'validation_photos', 'heldout_photos', 'heldout_crops', 'find_images',
-           'HRCropDataset', 'make_loader']
+           'shrink_photo', 'HRCropDataset', 'make_loader']
 
 # %% ../nbs/01_data.ipynb #648becc5
 def _skimage_photos(names) -> dict[str, Image.Image]:
@@ -91,7 +91,7 @@ def _expand_sources(sources) -> list[tuple[str, Image.Image | Path]]:
     return out
 
 # %% ../nbs/01_data.ipynb #7e405d02
-def _shrink(img, max_side: int | None):
+def shrink_photo(img, max_side: int | None):
     "Downscale a PIL image so its longer side is at most `max_side` (None: unchanged)."
     if max_side is None or max(img.size) <= max_side: return img
     s = max_side / max(img.size)
@@ -110,7 +110,7 @@ class HRCropDataset(Dataset):
         self.images, self.names, bad, small = [], [], 0, 0
         held_out = _validation_keys()
         for name, src in _expand_sources(sources):
-            try: a = np.asarray(_shrink(load_pil(src), max_side), dtype=np.uint8)     # (H,W,3)
+            try: a = np.asarray(shrink_photo(load_pil(src), max_side), dtype=np.uint8)     # (H,W,3)
             except ImageError as e:
                 warnings.warn(f"skipping unreadable image {e}"); bad += 1; continue
             if _fingerprint(a) in held_out:

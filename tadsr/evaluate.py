@@ -17,9 +17,9 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['SF', 'SHIPPED', 'NOT_SHIPPED', 'METRICS', 'COLUMNS', 'MEAN_COLUMNS', 'ABLATION_PATH', 'PAPER_ABLATION_ROW',
-           'PAPER_MATCH', 'Pair', 'heldout_pairs', 'load_pairs', 'Method', 'bicubic_method', 'model_method',
-           'shipped_methods', 'default_methods', 'parse_models', 'lpips_setup', 'score', 'evaluate', 'summarise',
-           'format_table', 'report_notes', 'format_report', 'zoom_boxes', 'compare_figure', 'crop_table',
+           'PAPER_MATCH', 'Pair', 'heldout_pairs', 'load_pairs', 'grid_crops', 'crop_pairs', 'Method', 'bicubic_method',
+           'model_method', 'shipped_methods', 'default_methods', 'parse_models', 'lpips_setup', 'score', 'evaluate',
+           'summarise', 'format_table', 'report_notes', 'format_report', 'zoom_boxes', 'compare_figure', 'crop_table',
            'load_ablation', 'format_ablation', 'paper_tables', 'beside_paper']
 
 # %% ../nbs/12_evaluate.ipynb #ef22c2c9
@@ -98,6 +98,28 @@ def load_pairs(hr_dir: str | Path,              # folder of HR (ground-truth) im
     for stem, p in hrs.items():
         if lrs is not None and stem not in lrs: raise ImageError(f"{p}: no LR image named '{stem}' in {lr_dir}")
     return [_read_pair(s, hrs[s], None if lrs is None else lrs[s], max_side) for s in sorted(hrs)]
+
+def grid_crops(x: Tensor,            # (1,3,H,W) photo
+               side: int = 256,      # crop side
+               ) -> list[Tensor]:    # up to 4 crops (1,3,side,side)
+    "Up to a 2x2 grid of crops at 20 % and 80 % of the free range in each direction (one, centred, where it does not fit twice)."
+    H, W = x.shape[-2:]
+    if min(H, W) < side: raise ImageError(f"image {W}x{H} is smaller than the crop side {side}")
+    at = lambda L: [round((L - side) * v) for v in (0.2, 0.8)] if L >= 2 * side else [(L - side) // 2]
+    return [x[..., t:t + side, l:l + side] for t in at(H) for l in at(W)]
+
+def crop_pairs(hr_dir: str | Path,           # folder of HR photos (LR made by `make_lr`)
+               side: int = 256,              # crop side (a multiple of 16)
+               max_photo_side: int | None = 1280,  # shrink larger photos to this longer side first, as in training
+              ) -> list[Pair]:               # 'stem#k' pairs, sorted by name
+    "Grid crops (`grid_crops`) of every photo in a folder: the validation protocol behind the model card's tables."
+    from tadsr.data import shrink_photo
+    from tadsr.core import load_pil
+    out = []
+    for stem, path in sorted(_by_stem(hr_dir).items()):
+        x = load_image(shrink_photo(load_pil(path), max_photo_side))
+        out += [Pair(f"{stem}#{k}", c, make_lr(c, SF), str(path)) for k, c in enumerate(grid_crops(x, side))]
+    return out
 
 # %% ../nbs/12_evaluate.ipynb #8defe91e
 @dataclass
