@@ -89,7 +89,7 @@ def d_step(disc_ddp: nn.Module, opt_d, run: TrainRun, teacher: DiffusionSR, z0, 
     with torch.no_grad(): real = noisy_features(teacher, z0, zy, lq, t_d, n_d)
     fake = noisy_features(teacher, z0_stu, zy, lq, t_d, n_d)                  # graph into the student, for the G step
     loss_d = d_hinge_loss(disc_ddp, real, fake, t_d)
-    run.optimizer_step(loss_d, opt_d, disc_ddp.parameters(), clip=0)
+    run.optimizer_step(loss_d, opt_d, disc_ddp.parameters(), lr=run.cfg.lr_d, clip=0, warmup=False)   # D: constant lr_d
     run.record(d=loss_d)
     return fake
 

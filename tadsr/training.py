@@ -169,10 +169,11 @@ class TrainRun:
         raise FloatingPointError(f"{what} is {float(value)} at step {self.step}; stopped before the update. The last "
                                  f"good checkpoint ({self.ckpt}, step {self.last_ckpt}) is intact")
 
-    def optimizer_step(self, loss, opt, params, lr: float | None = None, clip: float | None = None):
-        "Warm-up lr, backward, (clip), finite checks, step; returns the gradient norm (None without clipping)."
+    def optimizer_step(self, loss, opt, params, lr: float | None = None, clip: float | None = None, warmup: bool = True):
+        "lr (`cfg.lr` by default; warmed up unless `warmup=False`), backward, (clip), finite checks, step; returns the gradient norm (None without clipping)."
         if not torch.isfinite(loss): self._stop("the loss", loss.detach())
-        for grp in opt.param_groups: grp["lr"] = (lr or self.cfg.lr) * min(1.0, (self.step + 1) / max(self.cfg.warmup, 1))
+        ramp = min(1.0, (self.step + 1) / max(self.cfg.warmup, 1)) if warmup else 1.0
+        for grp in opt.param_groups: grp["lr"] = (lr or self.cfg.lr) * ramp
         opt.zero_grad(set_to_none=True); loss.backward()
         params, clip = list(params), self.cfg.grad_clip if clip is None else clip
         gnorm = torch.nn.utils.clip_grad_norm_(params, clip) if clip else None

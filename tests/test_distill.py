@@ -91,6 +91,9 @@ def test_ablation_switches(teacher_file, tmp_path, one_thread, distill, disc):
     assert (last["sd"] == 0.0) == (distill == "none")
     assert set(h["time_ms"][-1]) >= {"data", "student", "disc", "teacher", "g_step"}
     assert len(h["time_ms"]) == 2                               # a per-phase record at every log
+    groups = load_safetensors(tmp_path / "checkpoint.safetensors")[1]["param_groups"]
+    if disc != "none": assert groups["optd"][0]["lr"] == _cfg().lr_d    # D keeps its own constant learning rate
+    assert groups["opt"][0]["lr"] == pytest.approx(_cfg().lr * min(1, 2 / _cfg().warmup))   # the student's, warmed up
 
 
 def test_target_pool_reuses_targets(teacher_file, tmp_path, one_thread):
