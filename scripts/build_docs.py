@@ -114,7 +114,8 @@ def build_key(nb: Path, tier: str) -> str:
     "Cache key of one executed + processed notebook: its source, the tier, the library and how it was run."
     import inspect
     from importlib.metadata import version
-    how = inspect.getsource(execute_and_process) + "".join(version(p) for p in ("nbdev", "execnb", "matplotlib"))
+    how = (inspect.getsource(execute_and_process) + inspect.getsource(tolerate_forward_refs)
+           + "".join(version(p) for p in ("nbdev", "execnb", "matplotlib")))
     return _sha(nb.read_bytes(), tier, library_hash(), how)
 
 
