@@ -31,8 +31,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tadsr demo -o outputs
 
-## Every check CI runs, in CI's order; pytest last so its summary is the final line.
-test: $(STAMP) check-clean check-export lint nbtest pytest
+## Every check CI runs, in CI's order; pytest last so its summary is the final line. `docs` builds the whole site at
+## the default tier (every lesson executed as a learner runs it); tests/test_docs_browser.py then checks that site.
+test: $(STAMP) check-clean check-export lint nbtest docs pytest
 
 check-clean: $(STAMP)
 	@before=$$(git status --porcelain -- nbs | md5sum); \
@@ -65,9 +66,13 @@ browser:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
 	  || echo "WARNING: could not install chromium / chromium-driver: the browser tests will skip their browser checks"; }
 
-## The docs site, offline and without Quarto: notebooks executed (QUICK tier; TADSR_DOCS_TIER=default for a
-## learner's figures) -> nbdev processing -> mkdocs-material + mkdocs-jupyter -> docs/. Read: python -m http.server -d docs
+## The docs site, offline and without Quarto: notebooks executed at the default tier, two at a time (the figures and
+## numbers the prose quotes; TADSR_DOCS_TIER=quick for a fast draft) -> nbdev processing -> mkdocs-material +
+## mkdocs-jupyter -> docs/. Executed notebooks are cached in _proc/. Read: python -m http.server -d docs
 docs: $(STAMP)
+	@command -v npm >/dev/null 2>&1 || test -f .cache/docs/mathjax-2.7.9/MathJax.js || { \
+	  echo "installing npm (apt-get): the docs build fetches MathJax 2.7.9 with npm pack, once"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 	$(BIN)/python scripts/build_docs.py
 
 ## JupyterLab on the notebooks (widgets work out of the box with ipywidgets 8), on this machine only (127.0.0.1).

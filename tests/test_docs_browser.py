@@ -151,7 +151,7 @@ def test_quarto_config_is_valid():
 @pytest.fixture(scope="module")
 def site():
     lesson, docs = _lesson(), ROOT / "docs"
-    if bd.site_is_fresh(docs, lesson, "quick"):
+    if bd.site_is_fresh(docs, lesson):        # e.g. the one `make docs` just built (default tier) in `make test`
         print(f"\nreusing the fresh site in {docs}")
         yield docs
         return
