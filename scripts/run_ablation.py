@@ -129,7 +129,7 @@ def evaluate(a):
     import torch
     from tadsr.core import atomic_write
     from tadsr.distill import export_student
-    from tadsr.evaluate import bicubic_method, heldout_pairs, load_pairs, lpips_setup, model_method
+    from tadsr.evaluate import bicubic_method, crop_pairs, heldout_pairs, lpips_setup, model_method
     from tadsr.inference import load_model
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     out = Path(a.out)
@@ -153,10 +153,10 @@ def evaluate(a):
            **image_set(crops, score_set(methods, crops, lpips_fn, a.seed, info), images="tadsr.evaluate.heldout_pairs"
                        f"(side={a.side}, per_photo={a.per_photo})")}
     if a.val_hr:
-        pairs = load_pairs(a.val_hr, max_side=a.max_side)
-        print(f"{a.val_hr} ({len(pairs)} photos, LR = bicubic x4, centre crops of at most {a.max_side} px)")
+        pairs = crop_pairs(a.val_hr, a.side)
+        print(f"{a.val_hr} ({len(pairs)} crops of {a.side} px, up to 4 per photo; LR = bicubic x4)")
         doc["val_hr"] = image_set(pairs, score_set(methods, pairs, lpips_fn, a.seed, info), folder=str(a.val_hr),
-                                  max_side=a.max_side)
+                                  images=f"tadsr.evaluate.crop_pairs(side={a.side})")
     with atomic_write(a.json) as f: f.write(json.dumps(doc, indent=1).encode())
     print("wrote", a.json)
 
@@ -180,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default="tadsr/weights/ablation.json"); e.add_argument("--seed", type=int, default=0)
     e.add_argument("--side", type=int, default=256, help="side of the held-out crops (default 256)")
     e.add_argument("--per-photo", type=int, default=2, help="held-out crops per photo (default 2)")
-    e.add_argument("--val-hr", default=None, help="also score on this folder of held-out HR photos")
-    e.add_argument("--max-side", type=int, default=640, help="--val-hr: centre-crop to at most this side (default 640)")
+    e.add_argument("--val-hr", default=None, help="also score on grid crops (tadsr.evaluate.crop_pairs) of this folder of held-out photos")
     e.add_argument("--no-lpips", action="store_true", help="skip LPIPS even when its weights are installed")
     e.add_argument("--command", default="", help="the train command, recorded in the JSON")
     return ap

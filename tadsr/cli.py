@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the CPU-preset ResShift teacher (space-to-depth latent, bicubic x4) on the scikit-image "
                                    "training photos plus any --data folders; validates on the held-out photos (or --val-data); "
                                    "resumes automatically.")
-    t.add_argument("--kappa", type=float, default=0.5, help="noise scale of the schedule (model setting; default 0.5, lesson 07)")
+    t.add_argument("--kappa", type=float, default=1.0, help="noise scale of the schedule (model setting; default 1, lesson 07)")
     t.add_argument("--head", default="adaptive", choices=HEADS, help="how the UNet output becomes x0_hat (lesson 06a; default adaptive)")
     _add_run_args(t)
     add_config_args(t, TeacherTrainConfig)

@@ -42,8 +42,8 @@ class ModelConfig:
         if self.head not in HEADS: raise ValueError(f"unknown head {self.head!r}; expected one of {HEADS}")
 
     @classmethod
-    def cpu(cls, kappa: float = 0.5, head: str = "adaptive"):
-        "The CPU preset: space-to-depth latent, the CPU UNet, realsr-v1 schedule (T=15) with kappa 0.5 (lesson 07)."
+    def cpu(cls, kappa: float = 1.0, head: str = "adaptive"):
+        "The CPU preset: space-to-depth latent, the CPU UNet, realsr-v1 schedule (T=15) with kappa 1 (lesson 07)."
         sched = replace(ScheduleConfig.realsr_v1(), kappa=kappa)
         unet = UNetConfig.cpu()
         if head == "adaptive": unet = replace(unet, out_channels=unet.out_channels + 1)   # + the log-scale map
