@@ -17,10 +17,12 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['SF', 'SHIPPED', 'NOT_SHIPPED', 'METRICS', 'COLUMNS', 'MEAN_COLUMNS', 'ABLATION_PATH', 'PAPER_ABLATION_ROW',
-           'PAPER_MATCH', 'Pair', 'heldout_pairs', 'load_pairs', 'grid_crops', 'crop_pairs', 'Method', 'bicubic_method',
+           'ABLATION_SCORES', 'ABLATION_SETS', 'ABLATION_COLUMNS', 'PAPER_CONTRASTS', 'CONTRAST_SCORES', 'PAPER_MATCH',
+           'Pair', 'heldout_pairs', 'load_pairs', 'grid_crops', 'crop_pairs', 'Method', 'bicubic_method',
            'model_method', 'shipped_methods', 'default_methods', 'parse_models', 'lpips_setup', 'score', 'evaluate',
            'summarise', 'format_table', 'report_notes', 'format_report', 'zoom_boxes', 'compare_figure', 'crop_table',
-           'load_ablation', 'format_ablation', 'paper_tables', 'beside_paper']
+           'load_ablation', 'format_ablation', 'paired_difference', 'ablation_contrasts', 'format_contrasts',
+           'ablation_reading', 'paper_tables', 'beside_paper']
 
 # %% ../nbs/12_evaluate.ipynb #ef22c2c9
 from .core import ImageError, WEIGHTS_DIR, load_image, registry, show_images, zoom_crop, markdown_table, mod_crop
@@ -390,6 +392,8 @@ _DISTILL = {"hsd": "HSD", "sds": "SDS", "vanilla": "vanilla", "mse": "vanilla", 
 _DISC = {"time": "t-GAN", "tgan": "t-GAN", "t-gan": "t-GAN", "timeaware": "t-GAN", "time-aware": "t-GAN",
          "plain": "GAN", "gan": "GAN", "notime": "GAN", "none": "none", "": "none"}
 PAPER_ABLATION_ROW = {("SDS", "GAN"): "(a)", ("SDS", "t-GAN"): "(b)", ("HSD", "GAN"): "(c)", ("HSD", "t-GAN"): "ours"}
+ABLATION_SCORES = ("psnr_y", "ssim_y", "lpips", "hf_energy", "grain", "texture", "detail_corr", "lr_consistency")
+ABLATION_SETS = {"val_hr": "the held-out photos folder (`val_hr`)", "heldout": "the held-out images (`rows`)"}
 
 def _num(v) -> float | None:
     "A number from JSON (int, float, 'inf', numeric text) or None."
@@ -401,53 +405,153 @@ def _ablation_row(r: dict, reason: str = "") -> dict:
     distill = _DISTILL.get(str(r.get("distill") or "").lower(), r.get("distill"))
     disc = None if r.get("disc") is None else _DISC.get(str(r["disc"]).lower().replace("_", "-"), r["disc"])
     mean = r.get("mean") if isinstance(r.get("mean"), dict) else {}
+    std = r.get("std") if isinstance(r.get("std"), dict) else {}
+    per = r.get("per_photo") if isinstance(r.get("per_photo"), dict) else {}
     return dict(name=str(r.get("name") or f"{distill or '?'} + {disc or '?'}"), distill=distill, disc=disc,
                 steps=r.get("steps"), paper_row=PAPER_ABLATION_ROW.get((distill, disc)),
-                **{k: _num(mean.get(k)) for k in ("psnr_y", "ssim_y", "lpips", "hf_energy")},
-                per_photo=r.get("per_photo") if isinstance(r.get("per_photo"), dict) else {},
+                **{k: _num(mean.get(k)) for k in ABLATION_SCORES},
+                **{f"{k}_std": _num(std.get(k)) for k in ABLATION_SCORES},
+                per_photo={k: v for k, v in per.items() if isinstance(v, dict)},
                 lpips_reason=str(r.get("lpips_reason") or reason or ""))
 
 def _hr_reference(hf: dict, reason: str) -> dict | None:
-    "An 'HR' row from the file's {photo: HF energy of the HR photo}, if present."
+    "An 'HR' row from the set's {photo: HF energy of the HR photo}, if present (grain, texture, detail corr.: 1)."
     vals = [_num(v) for v in hf.values()] if isinstance(hf, dict) else []
     if not vals or None in vals: return None
-    return {**_ablation_row({"name": "HR (reference)"}, reason), "psnr_y": math.inf, "ssim_y": 1.0,
-            "hf_energy": sum(vals) / len(vals), "lpips": None if reason else 0.0}
+    return {**_ablation_row({"name": "HR (reference)"}, reason), "psnr_y": math.inf, "ssim_y": 1.0, "grain": 1.0,
+            "texture": 1.0, "detail_corr": 1.0, "hf_energy": sum(vals) / len(vals), "lpips": None if reason else 0.0}
 
 # %% ../nbs/12_evaluate.ipynb #f7a9a2b1
 def load_ablation(path: str | Path | None = None, # default `tadsr/weights/ablation.json`
+                  images: str = "val_hr",         # 'val_hr': the folder's rows when the file has them; 'heldout': `rows`
                  ) -> list[dict] | None:           # normalised rows, or None when the file is absent
-    "The ablation run's rows (list, `{'rows': [...]}` or `{name: record}` files all work)."
+    "The ablation run's rows (list, `{'rows': [...]}` or `{name: record}` files all work), tagged with their image set."
+    if images not in ABLATION_SETS: raise ValueError(f"images={images!r}; use one of {', '.join(ABLATION_SETS)}")
     p = Path(path or ABLATION_PATH)
     if not p.is_file(): return None
     try: data = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{p}: not valid JSON ({e})") from None
     meta = data if isinstance(data, dict) else {}
-    if isinstance(data, dict):
+    reason = str(meta.get("lpips_reason") or "")
+    used, where = "heldout", meta
+    if images == "val_hr" and isinstance(meta.get("val_hr"), dict) and isinstance(meta["val_hr"].get("rows"), list):
+        used, where, data = "val_hr", meta["val_hr"], meta["val_hr"]["rows"]
+    elif isinstance(data, dict):
         data = data.get("rows", data.get("runs", [dict(v, name=v.get("name", k)) for k, v in data.items() if isinstance(v, dict)]))
     if not isinstance(data, list): raise ValueError(f"{p}: expected a list of runs or {{'rows': [...]}}")
-    reason = str(meta.get("lpips_reason") or "")
     rows = [_ablation_row(r, reason) for r in data if isinstance(r, dict)]
-    hr = _hr_reference(meta.get("hr_hf_energy"), reason)
-    return rows + ([hr] if hr else [])
+    hr = _hr_reference(where.get("hr_hf_energy"), reason)
+    photos = where.get("photos") if isinstance(where.get("photos"), dict) else {}
+    n = len(photos) or max([len(r["per_photo"]) for r in rows], default=0)
+    how = " on ".join(str(where[k]) for k in ("images", "folder") if where.get(k)) or (f"photos {', '.join(photos)}" if photos else "not recorded in the file")
+    tag = dict(image_set=used, images=f"{ABLATION_SETS[used]}: {how}", n_images=n)
+    return [dict(r, **tag) for r in rows + ([hr] if hr else [])]
 
 # %% ../nbs/12_evaluate.ipynb #5e7f580a
+ABLATION_COLUMNS = ("psnr_y", "ssim_y", "grain", "texture", "detail_corr", "lpips")   # ours, beside the paper's
+
 def format_ablation(rows: list[dict] | None) -> str:
-    "Markdown: our ablation rows beside the paper's Table V row with the same switches."
+    "Markdown: which images, then our ablation rows (mean ± std) beside the paper's Table V row with the same switches."
     if rows is None: return (f"No ablation results yet: {ABLATION_PATH} does not exist (the distillation lesson's "
                              "ablation run writes it). Skipped.")
     paper = {r[0]: r for r in paper_tables()["Table V"]["rows"]}
-    head = ("| run | distill | disc | trained steps | PSNR-Y (dB) | SSIM-Y | LPIPS | HF energy | paper row "
-            "| paper CLIPIQA (RealSR/RealSet65) | paper MUSIQ |\n|" + "---|" * 11)
+    head = ("| run | distill | disc | trained steps | " + " | ".join(COLUMNS[k] for k in ABLATION_COLUMNS) +
+            " | paper row | paper CLIPIQA (RealSR/RealSet65) | paper MUSIQ |\n|" + "---|" * (7 + len(ABLATION_COLUMNS)))
     lines = []
     for r in rows:
         pr = paper.get(r["paper_row"], [None] * 4)
-        lp = _cell(dict(r, psnr_y=0.0), "lpips")
+        cells = [_cell(dict(r, psnr_y=0.0), k) if k == "lpips" else _cell(r, k) for k in ABLATION_COLUMNS]
         lines.append(f"| {r['name']} | {r['distill'] or '—'} | {r['disc'] or '—'} | {r['steps'] or '—'} | "
-                     f"{_cell(r, 'psnr_y')} | {_cell(r, 'ssim_y')} | {lp} | {_cell(r, 'hf_energy')} | "
-                     f"{r['paper_row'] or '—'} | {pr[2] or '—'} | {pr[3] or '—'} |")
+                     + " | ".join(cells) + f" | {r['paper_row'] or '—'} | {pr[2] or '—'} | {pr[3] or '—'} |")
+    what = rows[0].get("images", "?") if rows else "?"
+    unit = "crops" if "crop" in what or "pairs" in what else "images"
+    intro = (f"Images: {what}; {rows[0].get('n_images', '?') if rows else 0} {unit} "
+             "(mean ± sample std over them where the file has the std).\n\n")
     reason = next((r["lpips_reason"] for r in rows if r["lpips_reason"]), "")
-    return "\n".join([head] + lines) + (f"\n\nLPIPS not computed: {reason}" if reason else "")
+    return intro + "\n".join([head] + lines) + (f"\n\nLPIPS not computed: {reason}" if reason else "")
+
+# %% ../nbs/12_evaluate.ipynb #c4e2a9d3
+# (comparison, row minus row): rows by their paper letter, or 'vanilla' (eq. 6 only)
+PAPER_CONTRASTS = (("HSD vs SDS, plain GAN", "(c)", "(a)"), ("HSD vs SDS, t-GAN", "ours", "(b)"),
+                   ("t-GAN vs GAN, SDS", "(b)", "(a)"), ("t-GAN vs GAN, HSD", "ours", "(c)"),
+                   ("TAD-SR vs vanilla", "ours", "vanilla"))
+CONTRAST_SCORES = ("psnr_y", "grain", "texture", "detail_corr")
+
+def _row_id(r: dict) -> str | None:
+    "The row's paper letter, 'vanilla' for the eq.-6-only student, else None."
+    if r.get("paper_row"): return r["paper_row"]
+    if r.get("distill") in ("none", "vanilla") and r.get("disc") in ("none", None): return "vanilla"
+    return None
+
+def paired_difference(a: dict, b: dict,   # {image: {score: value}} of two rows (their `per_photo`)
+                      key: str,           # the score, e.g. 'grain'
+                      z: float = 2.0,     # 'clear' when |mean| > z standard errors
+                      min_n: int = 3,     # fewer common images than this: 'too few images'
+                     ) -> dict:           # mean, se, n, verdict
+    "Mean of a[image] - b[image] over the images both rows scored, its standard error (sample std / sqrt(n)), a verdict."
+    d = [x - y for x, y in ((_num(a[i].get(key)), _num(b[i].get(key))) for i in a if i in b)
+         if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    n = len(d)
+    mean = sum(d) / n if n else None
+    se = _std(d) / math.sqrt(n) if n >= 2 else None
+    if n < max(2, min_n): verdict = "too few images"
+    elif se == 0: verdict = "no difference" if mean == 0 else "clear"
+    else: verdict = "clear" if abs(mean) > z * se else "within noise"
+    return dict(mean=mean, se=se, n=n, verdict=verdict)
+
+def ablation_contrasts(rows: list[dict] | None,          # `load_ablation` rows
+                       keys: tuple = CONTRAST_SCORES,   # scores to compare
+                       z: float = 2.0, min_n: int = 3,  # see `paired_difference`
+                      ) -> list[dict]:                   # one dict per (comparison, score) that could be computed
+    "The paper's Table V comparisons as paired differences over the same images; missing rows or scores are skipped."
+    by = {}
+    for r in rows or []:
+        if _row_id(r) and r.get("per_photo"): by.setdefault(_row_id(r), r)
+    out = []
+    for what, a, b in PAPER_CONTRASTS:
+        if a not in by or b not in by: continue
+        for k in keys:
+            d = paired_difference(by[a]["per_photo"], by[b]["per_photo"], k, z, min_n)
+            if d["n"] == 0: continue
+            out.append(dict(contrast=what, difference=f"{a} − {b}", a=by[a]["name"], b=by[b]["name"], score=k, **d,
+                            z=z, images=by[a].get("images", "")))
+    return out
+
+def format_contrasts(contrasts: list[dict]) -> str:
+    "Markdown table of `ablation_contrasts`."
+    if not contrasts: return "No contrasts: the file lacks the SDS/HSD/vanilla rows or their per-image scores."
+    def f(v, k, sign=""): return "—" if v is None else f"{v:{sign}.{_DIGITS.get(k, 3) + 1}f}"
+    head = ["comparison", "difference", "score", "mean paired difference", "std. error", "n", "abs(mean) / SE", "verdict"]
+    body = [[c["contrast"], f"{c['difference']} ({c['a']} − {c['b']})", COLUMNS.get(c["score"], c["score"]),
+             f(c["mean"], c["score"], "+"), f(c["se"], c["score"]), c["n"],
+             "—" if not c["se"] else f"{abs(c['mean']) / c['se']:.1f}", c["verdict"]] for c in contrasts]
+    return markdown_table(head, body, align="lllrrrrl")
+
+def ablation_reading(contrasts: list[dict]) -> str:
+    "One paragraph computed from `ablation_contrasts`: how many contrasts stand out of their noise, and which."
+    if not contrasts: return "No contrast could be computed from the ablation file, so there is nothing to read yet."
+    z = contrasts[0]["z"]
+    times = "twice" if z == 2 else f"{z:g} times"
+    usable = [c for c in contrasts if c["verdict"] != "too few images"]
+    few = len(contrasts) - len(usable)
+    if not usable:
+        ns = sorted({c["n"] for c in contrasts})
+        return (f"All {len(contrasts)} contrasts rest on {' or '.join(map(str, ns))} paired images: too few for a standard "
+                "error to mean anything, so this file cannot say whether any switch matters.")
+    clear = [c for c in usable if c["verdict"] == "clear"]
+    def say(c):
+        d = _DIGITS.get(c["score"], 3) + 1
+        return (f"{c['contrast']} — {COLUMNS.get(c['score'], c['score'])} {'higher' if c['mean'] > 0 else 'lower'} by "
+                f"{abs(c['mean']):.{d}f} ± {c['se']:.{d}f} ({c['difference']}, n = {c['n']})")
+    ns = sorted({c["n"] for c in usable})
+    text = (f"At this scale ({contrasts[0]['images']}; {' or '.join(map(str, ns))} paired images), {len(clear)} of the "
+            f"{len(usable)} contrasts are larger than {times} their standard error")
+    text += (": " + "; ".join(map(say, clear)) + "." if clear else ".")
+    rest = len(usable) - len(clear)
+    if rest and clear: text += f" The other {rest} are within noise."
+    if not clear: text += " On these images no switch moves these scores beyond their noise."
+    if few: text += f" {few} more had too few paired images to judge."
+    return text
 
 # %% ../nbs/12_evaluate.ipynb #48b56e76
 def paper_tables() -> dict:

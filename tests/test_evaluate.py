@@ -22,7 +22,8 @@ import tadsr.evaluate as ev
 from tadsr.cli import main
 from tadsr.core import load_image, load_pretrained, registry
 from tadsr.degradation import bicubic_resize
-from tadsr.evaluate import (Method, Pair, bicubic_method, default_methods, evaluate, format_ablation, format_report,
+from tadsr.evaluate import (Method, Pair, ablation_contrasts, ablation_reading, bicubic_method, default_methods, evaluate,
+                            format_ablation, format_contrasts, format_report, paired_difference,
                             format_table, load_ablation, load_pairs, model_method, paper_tables, parse_models, score,
                             summarise, heldout_pairs)
 from tadsr.metrics import LPIPS, psnr_y, ssim_y
@@ -242,9 +243,89 @@ def test_load_ablation_tolerates_missing_keys(tmp_path):
     assert rows[0]["paper_row"] == "ours" and rows[0]["psnr_y"] == 27.5 and rows[0]["ssim_y"] is None
     assert rows[0]["lpips_reason"] == "weights absent" and rows[-1]["hf_energy"] == pytest.approx(0.15)
     md = format_ablation(rows)
-    assert "| HSD + t-GAN | HSD | t-GAN | 300 | 27.50 | — | not computed |" in md and "65.701 / 67.500" in md
+    # columns: steps, PSNR-Y, SSIM-Y, grain, texture, detail corr., LPIPS (missing numbers as "—")
+    assert "| HSD + t-GAN | HSD | t-GAN | 300 | 27.50 | — | — | — | — | not computed |" in md and "65.701 / 67.500" in md
+    assert rows[0]["image_set"] == "heldout" and rows[0]["n_images"] == 0        # no val_hr: the top-level rows
+    assert ablation_contrasts(rows) == []                                         # no per-image scores: nothing to pair
     f.write_text("[1, 2")
     with pytest.raises(ValueError, match="a.json: not valid JSON"): load_ablation(f)
+
+
+def test_shipped_ablation_file_loads():
+    "Whatever format the shipped file has (old: psnr_y/ssim_y/hf_energy/lpips only), it loads and every table renders."
+    rows = load_ablation()
+    if rows is None: pytest.skip("no tadsr/weights/ablation.json")
+    assert {r["image_set"] for r in rows} <= {"val_hr", "heldout"} and rows[0]["n_images"] > 0
+    assert "Images:" in format_ablation(rows) and "| run | distill |" in format_ablation(rows)
+    cs = ablation_contrasts(rows)
+    assert format_contrasts(cs) and ablation_reading(cs)
+    for c in cs: assert c["n"] >= 1 and c["verdict"] in ("clear", "within noise", "no difference", "too few images")
+
+
+def _abl_row(name, distill, disc, per):
+    return {"name": name, "distill": distill, "disc": disc, "steps": 100, "per_photo": per,
+            "mean": {"psnr_y": 20.0, "grain": 1.0}, "std": {"psnr_y": 0.25}}
+
+
+def test_ablation_contrasts_paired_by_construction(tmp_path):
+    "val_hr preferred; paired differences over the crops both rows scored; mean, standard error and verdict known."
+    crops = [f"c{i}" for i in range(5)]
+    a = {c: {"psnr_y": 20.0 + i, "grain": 1.0, "texture": 0.5} for i, c in enumerate(crops)}
+    shift = [0.30, 0.10, 0.20, 0.25, 0.15]                       # (c) - (a): mean 0.2, sample std sqrt(0.025/4)
+    c_ = {c: {"psnr_y": 20.0 + i + d, "grain": 1.0 + (0.5 if i % 2 else -0.5), "texture": 0.5}
+          for (i, c), d in zip(enumerate(crops), shift)}          # grain: +-0.5 around (a): within noise
+    b = {c: dict(v, psnr_y=v["psnr_y"] - 1.0) for c, v in a.items()}
+    b.pop("c4")                                                   # (b) lacks one crop: its contrasts have n = 4
+    ours = {c: dict(v) for c, v in c_.items()}
+    van = {c: dict(v, psnr_y=None) for c, v in a.items()}         # vanilla without PSNR: that score is skipped
+    val = [_abl_row("SDS + GAN", "sds", "plain", a), _abl_row("SDS + t-GAN", "sds", "time", b),
+           _abl_row("HSD + GAN", "hsd", "plain", c_), _abl_row("HSD + t-GAN", "hsd", "time", ours),
+           _abl_row("vanilla", "none", "none", van)]
+    f = tmp_path / "abl.json"
+    f.write_text(json.dumps({"rows": [_abl_row("bicubic", None, None, {"x": {"psnr_y": 1.0}})],
+                             "val_hr": {"folder": "V", "images": "tadsr.evaluate.crop_pairs(side=256)",
+                                        "photos": {c: [256, 256] for c in crops}, "rows": val}}))
+    rows = load_ablation(f)
+    assert [r["name"] for r in rows] == [r["name"] for r in val]
+    assert rows[0]["image_set"] == "val_hr" and rows[0]["n_images"] == 5 and "crop_pairs" in rows[0]["images"]
+    assert rows[0]["psnr_y_std"] == 0.25 and rows[0]["ssim_y"] is None and rows[0]["ssim_y_std"] is None
+    assert [r["name"] for r in load_ablation(f, images="heldout")] == ["bicubic"]
+    assert "20.00 ± 0.25" in format_ablation(rows) and "5 crops" in format_ablation(rows)
+    cs = {(c["difference"], c["score"]): c for c in ablation_contrasts(rows)}
+    hsd = cs[("(c) − (a)", "psnr_y")]
+    assert hsd["n"] == 5 and hsd["mean"] == pytest.approx(0.2)
+    assert hsd["se"] == pytest.approx(math.sqrt(0.025 / 4) / math.sqrt(5)) and hsd["verdict"] == "clear"
+    g = cs[("(c) − (a)", "grain")]                                # -0.5, +0.5, -0.5, +0.5, -0.5
+    assert g["mean"] == pytest.approx(-0.1) and g["se"] == pytest.approx(math.sqrt(0.3) / math.sqrt(5))
+    assert g["verdict"] == "within noise"
+    assert cs[("(c) − (a)", "texture")]["verdict"] == "no difference"          # identical texture on every crop
+    assert cs[("ours − (b)", "psnr_y")]["n"] == 4 and cs[("(b) − (a)", "psnr_y")]["mean"] == pytest.approx(-1.0)
+    assert ("ours − (c)", "psnr_y") in cs and cs[("ours − (c)", "psnr_y")]["mean"] == 0.0
+    assert ("ours − vanilla", "psnr_y") not in cs and ("ours − vanilla", "grain") in cs
+    assert all(c["score"] != "detail_corr" for c in cs.values())             # not in the file: skipped
+    md = format_contrasts(list(cs.values()))
+    assert md.count("\n") == len(cs) + 1 and "| +0.2000 |" not in md and "| +0.200 |" in md
+    text = ablation_reading(list(cs.values()))
+    n_clear = sum(c["verdict"] == "clear" for c in cs.values())
+    assert f"{n_clear} of the {len(cs)} contrasts are larger than twice their standard error" in text
+    assert "HSD vs SDS, plain GAN — PSNR-Y (dB) higher by 0.200" in text
+    assert "grain" not in text.split("within noise")[0].split("twice their standard error")[1]   # grain not called clear
+    # rows missing: no crash, only the computable contrasts
+    assert {c["contrast"] for c in ablation_contrasts([r for r in rows if r["paper_row"] != "(a)"])} == {
+        "HSD vs SDS, t-GAN", "t-GAN vs GAN, HSD", "TAD-SR vs vanilla"}
+    assert ablation_contrasts(None) == [] and "nothing to read" in ablation_reading([])
+
+
+def test_paired_difference_verdicts():
+    one = lambda vals: {f"i{k}": {"s": v} for k, v in enumerate(vals)}
+    d = paired_difference(one([3.0, 5.0, 4.0]), one([1.0, 1.0, 1.0]), "s")      # differences 2, 4, 3
+    assert (d["mean"], d["n"], d["verdict"]) == (3.0, 3, "clear") and d["se"] == pytest.approx(1 / math.sqrt(3))
+    d = paired_difference(one([1.0, -1.0, 1.5]), one([0.0, 0.0, 0.0]), "s", z=2.0)
+    assert d["verdict"] == "within noise"
+    assert paired_difference(one([1.0, 2.0]), one([0.0, 0.0]), "s")["verdict"] == "too few images"
+    assert paired_difference(one([1.0, 2.0]), one([0.0, 0.0]), "s", min_n=2)["verdict"] == "clear"
+    d = paired_difference(one([1.0, float("inf"), None, 2.0, 3.0]), one([0.0] * 5), "s")
+    assert d["n"] == 3 and d["mean"] == pytest.approx(2.0)                     # inf and None dropped
 
 
 def test_paper_tables_are_the_papers():
