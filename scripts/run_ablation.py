@@ -17,9 +17,10 @@ every N steps; the results are in the checkpoint's history.
 `eval` exports every row's EMA weights and scores bicubic, the teacher (1 and 15 steps) and each row with
 `tadsr.evaluate.score`: PSNR-Y and SSIM-Y (border 4, 8-bit), LPIPS (AlexNet; None with the reason when its weights are
 absent), grain, texture, detail correlation, LR consistency and HF energy. Images: the held-out crops
-(`tadsr.evaluate.heldout_pairs`) and, with `--val-hr DIR`, a folder of held-out photos (LR = bicubic x4 of each,
-centre-cropped to --max-side). Per-image scores and the mean and sample std per method go into the JSON; the
-held-out crops' table is `rows` (what lesson 12 shows), the folder's is `val_hr.rows`.
+(`tadsr.evaluate.heldout_pairs`) and, with `--val-hr DIR`, up to four 256 px grid crops of every photo in a
+folder (`tadsr.evaluate.crop_pairs`, LR = bicubic x4, as `tadsr eval --crops 256`). Per-image scores and the mean
+and sample std per method go into the JSON: the held-out crops' table is `rows`, the folder's is `val_hr.rows`
+(lesson 12's `load_ablation` shows `val_hr` when present).
 """
 import argparse, json, os, statistics, subprocess, sys, time
 from dataclasses import asdict, dataclass, replace
