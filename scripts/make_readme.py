@@ -3,7 +3,8 @@
 
 Markdown cells are copied verbatim (YAML front matter becomes `# title` + a `> subtitle` blockquote,
 `#|` directive lines are dropped, Quarto callouts become blockquotes); code cells that are not
-`#| hide` become ```python blocks; outputs are ignored.
+`#| hide` become ```python blocks; outputs are ignored, except that a code cell marked `#| readme: NAME` is
+replaced by the text of GENERATED[NAME] (e.g. the validation table computed from tadsr/weights/validation.json).
 
     python scripts/make_readme.py            # write README.md
     python scripts/make_readme.py --check    # exit 1 if README.md is stale
@@ -78,6 +79,17 @@ def _callouts(text: str) -> str:
     return "\n".join(out)
 
 
+def _validation_summary() -> str:
+    "The shipped models' validation table (tadsr.evaluate.validation_summary, from tadsr/weights/validation.json)."
+    if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+    from tadsr.evaluate import validation_summary
+    return validation_summary()
+
+
+# `#| readme: NAME` on a code cell: the README gets NAME's text (the docs show the cell's output instead)
+GENERATED = {"validation_summary": _validation_summary}
+
+
 def render(nb: dict) -> str:
     "README text for a notebook dict (nbformat 4 JSON)."
     blocks = []
@@ -89,6 +101,9 @@ def render(nb: dict) -> str:
                 blocks.append(_title_block(meta))
             continue
         d = _directives(src)
+        if kind == "code" and d.get("readme") in GENERATED:
+            blocks.append(GENERATED[d["readme"]]().strip("\n"))
+            continue
         if "hide" in d or d.get("include") == "false" or (kind == "code" and d.get("echo") == "false"):
             continue
         body = "\n".join(line for line in src.splitlines() if not re.match(r"^\s*#\|", line)).strip("\n")

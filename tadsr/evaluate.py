@@ -17,12 +17,13 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['SF', 'SHIPPED', 'NOT_SHIPPED', 'METRICS', 'COLUMNS', 'MEAN_COLUMNS', 'ABLATION_PATH', 'PAPER_ABLATION_ROW',
-           'ABLATION_SCORES', 'ABLATION_SETS', 'ABLATION_COLUMNS', 'PAPER_CONTRASTS', 'CONTRAST_SCORES', 'PAPER_MATCH',
-           'Pair', 'heldout_pairs', 'load_pairs', 'grid_crops', 'crop_pairs', 'Method', 'bicubic_method',
-           'model_method', 'shipped_methods', 'default_methods', 'parse_models', 'lpips_setup', 'score', 'evaluate',
-           'summarise', 'format_table', 'report_notes', 'format_report', 'zoom_boxes', 'compare_figure', 'crop_table',
-           'load_ablation', 'format_ablation', 'paired_difference', 'ablation_contrasts', 'format_contrasts',
-           'ablation_reading', 'paper_tables', 'beside_paper']
+           'ABLATION_SCORES', 'ABLATION_SETS', 'ABLATION_COLUMNS', 'PAPER_CONTRASTS', 'CONTRAST_SCORES',
+           'VALIDATION_PATH', 'PAPER_MATCH', 'Pair', 'heldout_pairs', 'load_pairs', 'grid_crops', 'crop_pairs',
+           'Method', 'bicubic_method', 'model_method', 'shipped_methods', 'default_methods', 'parse_models',
+           'lpips_setup', 'score', 'evaluate', 'summarise', 'format_table', 'report_notes', 'format_report',
+           'zoom_boxes', 'compare_figure', 'crop_table', 'load_ablation', 'format_ablation', 'paired_difference',
+           'ablation_contrasts', 'format_contrasts', 'ablation_reading', 'validation_summary', 'paper_tables',
+           'beside_paper']
 
 # %% ../nbs/12_evaluate.ipynb #ef22c2c9
 from .core import ImageError, WEIGHTS_DIR, load_image, registry, show_images, zoom_crop, markdown_table, mod_crop
@@ -552,6 +553,38 @@ def ablation_reading(contrasts: list[dict]) -> str:
     if not clear: text += " On these images no switch moves these scores beyond their noise."
     if few: text += f" {few} more had too few paired images to judge."
     return text
+
+# %% ../nbs/12_evaluate.ipynb #7ed14a22
+VALIDATION_PATH = WEIGHTS_DIR / "validation.json"
+_SUMMARY_KEYS = ("ssim_y", "grain", "texture", "detail_corr")
+
+def validation_summary(path: str | Path | None = None,   # a `tadsr eval -o *.json` report; default the shipped one
+                       baseline: str = "bicubic",          # the method PSNR-Y gains are paired against
+                      ) -> str:                            # markdown
+    "The shipped models on the validation crops: mean ± std per method and the PSNR-Y gain over `baseline`, paired."
+    p = Path(path or VALIDATION_PATH)
+    if not p.is_file(): return f"No validation results yet: there is no {p.name} (`tadsr eval ... -o {p.name}` writes it)."
+    try: data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{p}: not valid JSON ({e})") from None
+    per = {}
+    for r in data.get("rows", []):
+        if _num(r.get("psnr_y")) is not None and math.isfinite(_num(r["psnr_y"])):
+            per.setdefault(r["method"], {})[r["image"]] = {k: _num(r.get(k)) for k in ("psnr_y",) + _SUMMARY_KEYS}
+    if baseline not in per: raise ValueError(f"{p}: no '{baseline}' rows to pair against")
+    images = sorted({i for m in per.values() for i in m})
+    photos = sorted({i.split("#")[0] for i in images})
+    ms = lambda vals: "—" if not vals or None in vals else (f"{sum(vals) / len(vals):.3f}" + (f" ± {_std(vals):.3f}" if len(vals) > 1 else ""))
+    lines = [f"Mean ± std over {len(images)} crops of {len(photos)} photos ({', '.join(photos)}); PSNR-Y gain paired "
+             f"over the same crops (mean ± standard error).", "",
+             "| method | PSNR-Y (dB) | gain over " + baseline + " (dB) | SSIM-Y | grain | texture | detail corr. |",
+             "|---|---|---|---|---|---|---|"]
+    for m, rs in per.items():
+        d = paired_difference(rs, per[baseline], "psnr_y")
+        gain = "0 (baseline)" if m == baseline else ("—" if d["mean"] is None else
+                f"{d['mean']:+.2f}" + ("" if d["se"] is None else f" ± {d['se']:.2f}"))
+        lines.append(f"| {m} | {ms([r['psnr_y'] for r in rs.values()])} | {gain} | "
+                     + " | ".join(ms([r[k] for r in rs.values()]) for k in _SUMMARY_KEYS) + " |")
+    return "\n".join(lines)
 
 # %% ../nbs/12_evaluate.ipynb #48b56e76
 def paper_tables() -> dict:
