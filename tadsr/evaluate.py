@@ -625,5 +625,5 @@ def beside_paper(summary: list[dict]) -> str:
              f"{t1[PAPER_MATCH[s['method']]][1]} | {t1[PAPER_MATCH[s['method']]][4]} |" for s in summary if s["method"] in PAPER_MATCH]
     note = ("\n\n> Not comparable: the paper's model has 118.6 M parameters (ours 3.6 M), was trained on ImageNet with "
             "real-world degradations and is scored on ImageNet-Test at 64→256 px on an A100; ours is a CPU model on "
-            "bicubic x4 crops of two photos (or your folder).")
+            "bicubic x4 crops of held-out photos (or your folder).")
     return "\n".join([head] + lines) + note
