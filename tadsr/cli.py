@@ -206,7 +206,7 @@ EVAL_EPILOG = """examples:
   tadsr eval --models bicubic,teacher:1,student -o results.md
   tadsr eval --hr photos/ --max-side 512 -o results.csv       your photos (LR made by bicubic x4 downscaling)
   tadsr eval --hr photos/ --lr photos_x4/ --steps 15,1 -o results.json
-  tadsr eval --hr PHOTOS/val --crops 256 -o val.md     the model card's validation table
+  tadsr eval --hr PHOTOS/val --crops 256 --steps 15,1 -o val.json   the model card's validation table
 
 models (--models, comma-separated):
   bicubic              plain bicubic x4 upsampling (the baseline)

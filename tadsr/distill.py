@@ -165,7 +165,7 @@ def train_student(teacher, cfg: DistillConfig, sources, out_dir,
     "Distil a one-step student (Algorithm 1); returns (student with the EMA weights, history). DDP under torchrun."
     device, teacher, student, disc, opt, opt_d, ds, run = _setup(teacher, cfg, sources, out_dir, resume, device, progress, log)
     student_ddp, disc_ddp = ddp(OneStep(student)), disc and ddp(disc)
-    targets, clock = TargetCache(teacher, cfg.teacher_steps), lambda name: run.clock(name)   # run.clock is renewed at each log
+    targets, clock = TargetCache(teacher, cfg.teacher_steps), run.clock
     while not run.done:
         items = batch_items(run.step, cfg.batch_size, len(ds), *world_info())
         with clock("data"):

@@ -108,6 +108,7 @@ class PhaseClock:
         self.ms[name] = self.ms.get(name, 0.0) + t.ms
 
     def summary(self, n: int) -> dict: return {k: round(v / max(n, 1), 2) for k, v in self.ms.items()}
+    def reset(self): self.ms.clear()              # in place: callers may hold the clock across log intervals
 
 # %% ../nbs/06b_training.ipynb #9577bbef
 def world_info() -> tuple[int, int]:
@@ -209,7 +210,7 @@ class TrainRun:
         self.history["loss"].append(e)
         if self.clock.ms: self.history["time_ms"].append({"step": self.step, **self.clock.summary(self._n)})
         self.bar.set_postfix({k: f"{v:.4g}" for k, v in e.items() if isinstance(v, float)})
-        self._acc, self.clock, self._n = {}, PhaseClock(), 0
+        self._acc, self._n = {}, 0; self.clock.reset()
 
     def save(self):
         "Write every module, the EMA, optimiser moments, torch RNG, step and history (rank 0, atomically)."
